@@ -1,6 +1,8 @@
 //! Guest-physical RAM: one anonymous host mapping (memmap2), zero-filled.
 
-use memmap2::MmapMut;
+use std::sync::Arc;
+
+use memmap2::{MmapMut, MmapRaw};
 
 /// Errors of guest-physical RAM.
 #[derive(Debug, thiserror::Error)]
@@ -27,18 +29,21 @@ pub enum RamError {
 
 /// Guest-physical RAM starting at guest-physical address 0, `size` bytes long.
 ///
-/// The host mapping never moves, so [`GuestRam::host_base`] plus a guest-physical address below
-/// [`GuestRam::size`] is a valid host pointer for the lifetime of the `GuestRam`; the TLB caches
-/// such pointers (as an addend) for its fast path.
+/// A cheap, cloneable handle: the CPU (through TLB host pointers) and DMA-capable devices each
+/// hold one. The host mapping never moves and lives as long as any handle, so
+/// [`GuestRam::host_base`] plus a guest-physical address below [`GuestRam::size`] stays a valid
+/// host pointer; the TLB caches such pointers (as an addend) for its fast path. Like the guest's
+/// own RAM, it is shared mutable memory: Heron touches it from one thread at a time.
+#[derive(Clone)]
 pub struct GuestRam {
-    map: MmapMut,
+    map: Arc<MmapRaw>,
 }
 
 impl GuestRam {
     /// Map `size` bytes (a multiple of 4096) of zeroed guest RAM.
     pub fn new(size: u64) -> Result<Self, RamError> {
         let map = MmapMut::map_anon(size as usize).map_err(|source| RamError::Alloc { size, source })?;
-        Ok(GuestRam { map })
+        Ok(GuestRam { map: Arc::new(MmapRaw::from(map)) })
     }
 
     /// Size in bytes.
@@ -48,7 +53,7 @@ impl GuestRam {
 
     /// Host address of guest-physical address 0.
     pub fn host_base(&self) -> *mut u8 {
-        self.map.as_ptr() as *mut u8
+        self.map.as_mut_ptr()
     }
 
     fn range(&self, addr: u64, len: usize) -> Result<std::ops::Range<usize>, RamError> {
@@ -62,24 +67,30 @@ impl GuestRam {
     /// Copy guest-physical bytes at `addr` into `buf`.
     pub fn read_bytes(&self, addr: u64, buf: &mut [u8]) -> Result<(), RamError> {
         let r = self.range(addr, buf.len())?;
-        buf.copy_from_slice(&self.map[r]);
+        // SAFETY: `r` lies inside the mapping, which lives as long as `self`.
+        unsafe { std::ptr::copy_nonoverlapping(self.host_base().add(r.start), buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
 
     /// Copy `buf` to guest-physical `addr`.
     pub fn write_bytes(&mut self, addr: u64, buf: &[u8]) -> Result<(), RamError> {
         let r = self.range(addr, buf.len())?;
-        self.map[r].copy_from_slice(buf);
+        // SAFETY: `r` lies inside the mapping, which lives as long as `self`.
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.host_base().add(r.start), buf.len()) };
         Ok(())
     }
 
-    /// The whole of RAM as a byte slice.
+    /// The whole of RAM as a byte slice. Callers must not hold it across guest execution.
     pub fn as_slice(&self) -> &[u8] {
-        &self.map
+        // SAFETY: the mapping is `size` bytes and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.host_base(), self.size() as usize) }
     }
 
-    /// The whole of RAM as a mutable byte slice.
+    /// The whole of RAM as a mutable byte slice. Callers must not hold it across guest
+    /// execution or while another handle's slice is alive.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.map
+        // SAFETY: as above; Heron is single-threaded over guest RAM, so no other reference
+        // into the mapping is in use while this one is.
+        unsafe { std::slice::from_raw_parts_mut(self.host_base(), self.size() as usize) }
     }
 }
