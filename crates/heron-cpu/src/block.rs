@@ -352,3 +352,72 @@ fn get_block(ctx: &mut Ctx, blocks: &mut BlockMap, fetch: &mut Vec<u8>, stats: &
     blocks.insert(key, b.clone());
     Ok(b)
 }
+
+impl Cpu {
+    /// A human-readable dump of the registers and the instruction at RIP (for error reports
+    /// and `--stats`).
+    pub fn describe(&mut self) -> String {
+        use iced_x86::Formatter;
+        let s = &*self.s;
+        let names = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
+        let mut out = String::new();
+        for (k, n) in names.iter().enumerate() {
+            out += &format!("{n}={:016x}{}", s.regs[k], if k % 4 == 3 { "\n" } else { " " });
+        }
+        out += &format!(
+            "rip={:016x} rflags={:08x} cpl={} cs={:04x}/{:x} ss={:04x} cr0={:x} cr2={:x} cr3={:x} cr4={:x} efer={:x} icount={}\n",
+            s.rip,
+            s.get_rflags(),
+            s.cpl(),
+            s.seg[sreg::CS].selector,
+            s.seg[sreg::CS].attr,
+            s.seg[sreg::SS].selector,
+            s.cr0,
+            s.cr2,
+            s.cr3,
+            s.cr4,
+            s.efer,
+            s.icount
+        );
+        let bits = s.code_bits();
+        let la = if bits == 64 { s.rip } else { (s.seg[sreg::CS].base + s.rip) & 0xFFFF_FFFF };
+        let mut bytes = Vec::new();
+        for k in 0..16u64 {
+            match self.debug_read_linear(la + k) {
+                Some(b) => bytes.push(b),
+                None => break,
+            }
+        }
+        let mut dec = Decoder::with_ip(bits, &bytes, s.rip, DecoderOptions::NONE);
+        let mut fmt = iced_x86::IntelFormatter::new();
+        let mut text = String::new();
+        if dec.can_decode() {
+            let ins = dec.decode();
+            fmt.format(&ins, &mut text);
+        }
+        out += &format!("code: {:02x?}  {text}\n", &bytes);
+        out
+    }
+
+    /// Read one byte at a linear address through the current page tables without side
+    /// effects (no A/D updates, no TLB fill); `None` if unmapped.
+    pub fn debug_read_linear(&self, la: u64) -> Option<u8> {
+        use heron_softmmu::{walk, Access, PagingMode, PagingRegs};
+        use crate::state::cr;
+        let s = &*self.s;
+        let mode = if s.cr0 & cr::CR0_PG == 0 {
+            PagingMode::None
+        } else if s.efer & cr::EFER_LMA != 0 {
+            PagingMode::Level4
+        } else if s.cr4 & cr::CR4_PAE != 0 {
+            PagingMode::Pae
+        } else {
+            PagingMode::Legacy { pse: s.cr4 & cr::CR4_PSE != 0 }
+        };
+        let mut ram = self.ram.clone();
+        let slice = ram.as_mut_slice();
+        let regs = PagingRegs { cr3: s.cr3, wp: false, nxe: s.efer & cr::EFER_NXE != 0, pge: false, set_ad: false };
+        let pa = if mode == PagingMode::None { la } else { walk(slice, mode, regs, la, Access::default()).ok()?.paddr };
+        slice.get(pa as usize).copied()
+    }
+}

@@ -1290,47 +1290,63 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// REP MOVS within single RAM pages, forward or backward, as one host copy per page.
+    /// REP MOVS within single RAM pages, forward or backward (DF), as one host copy per page.
     /// Returns false when the slow element-by-element path must run instead.
     fn rep_movs_fast(&mut self, src_seg: usize, size: u32, asz: u32, step: u64) -> Res<bool> {
-        if step as i64 != size as i64 || self.smc {
+        if self.smc {
             return Ok(false);
         }
+        let back = (step as i64) < 0;
+        let sz = size as u64;
         let am = mask(asz);
         let count = self.s.regs[1] & am;
         let si = self.s.regs[6] & am;
         let di = self.s.regs[7] & am;
         let sla = self.seg_lin(src_seg, si, size, false)?;
         let dla = self.seg_lin(sreg::ES, di, size, true)?;
-        let room = |la: u64| (0x1000 - (la & 0xFFF)) / size as u64;
-        let n = count.min(room(sla)).min(room(dla)).min(am.wrapping_sub(si.max(di)) / size as u64 + 1);
-        if n < 2 {
+        // Elements available in the current page in the direction of travel, and before the
+        // offsets wrap around the address size.
+        let room = |la: u64| if back { (la & 0xFFF) / sz + 1 } else { (0x1000 - (la & 0xFFF)) / sz };
+        let wrap = if back { si.min(di) / sz + 1 } else { am.wrapping_sub(si.max(di)) / sz + 1 };
+        let n = count.min(room(sla)).min(room(dla)).min(wrap);
+        if n < 2 || (sla & (sz - 1)) + sz > 0x1000 || (dla & (sz - 1)) + sz > 0x1000 {
             return Ok(false);
         }
-        let bytes = n * size as u64;
-        let sla_end = self.seg_lin(src_seg, si + bytes - size as u64, size, false)?;
-        let dla_end = self.seg_lin(sreg::ES, di + bytes - size as u64, size, true)?;
-        let _ = (sla_end, dla_end);
+        let bytes = n * sz;
+        // Offsets of the lowest element: the whole block must pass the limit checks.
+        let (slo, dlo) = if back { (si - (n - 1) * sz, di - (n - 1) * sz) } else { (si, di) };
+        let (shi, dhi) = (slo + bytes - sz, dlo + bytes - sz);
+        self.seg_lin(src_seg, shi, size, false)?;
+        self.seg_lin(sreg::ES, dhi, size, true)?;
+        let slo_la = self.seg_lin(src_seg, slo, size, false)?;
+        let dlo_la = self.seg_lin(sreg::ES, dlo, size, true)?;
         let user = self.s.cpl() == 3;
-        let sp = self.host_ptr(sla, heron_softmmu::TlbKind::Read, user)?;
-        let dp = self.host_ptr(dla, heron_softmmu::TlbKind::Write, user)?;
+        let sp = self.host_ptr(slo_la, heron_softmmu::TlbKind::Read, user)?;
+        let dp = self.host_ptr(dlo_la, heron_softmmu::TlbKind::Write, user)?;
         let (Some(sp), Some(dp)) = (sp, dp) else { return Ok(false) };
-        // SAFETY: both ranges lie within single RAM pages mapped by the TLB (checked by
-        // host_ptr); `copy` handles overlap. Element order matters for overlapping forward
-        // copies that replicate a pattern, so copy element by element in that case.
+        // SAFETY: both blocks lie within single RAM pages mapped by the TLB (host_ptr on their
+        // lowest byte; `room` keeps them inside the page). Overlap where the element order
+        // matters (copying towards the not-yet-read source) is done element by element in
+        // the architectural order; otherwise a memmove gives the same result.
         unsafe {
-            if dp > sp && (dp as u64) < sp as u64 + bytes {
-                for k in 0..bytes {
-                    *dp.add(k as usize) = *sp.add(k as usize);
+            let overlap_fwd = !back && dp > sp && (dp as u64) < sp as u64 + bytes;
+            let overlap_back = back && dp < sp && (dp as u64) + bytes > sp as u64;
+            if overlap_fwd {
+                for k in 0..bytes as usize {
+                    *dp.add(k) = *sp.add(k);
+                }
+            } else if overlap_back {
+                for k in (0..bytes as usize).rev() {
+                    *dp.add(k) = *sp.add(k);
                 }
             } else {
                 std::ptr::copy(sp, dp, bytes as usize);
             }
         }
-        self.set_reg_n(6, asz, si + bytes);
-        self.set_reg_n(7, asz, di + bytes);
+        let delta = if back { bytes.wrapping_neg() } else { bytes };
+        self.set_reg_n(6, asz, si.wrapping_add(delta));
+        self.set_reg_n(7, asz, di.wrapping_add(delta));
         self.set_reg_n(1, asz, count - n);
-        self.s.icount += n / 8;
         Ok(true)
     }
 
@@ -1364,7 +1380,6 @@ impl Ctx<'_> {
         }
         self.set_reg_n(7, asz, di + bytes);
         self.set_reg_n(1, asz, count - n);
-        self.s.icount += n / 8;
         Ok(true)
     }
 

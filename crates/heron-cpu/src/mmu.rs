@@ -59,6 +59,7 @@ impl Ctx<'_> {
                 wp: self.s.cr0 & cr::CR0_WP != 0,
                 nxe: self.s.efer & cr::EFER_NXE != 0,
                 pge: self.s.cr4 & cr::CR4_PGE != 0,
+                set_ad: true,
             };
             let ram = self.ram.as_mut_slice();
             match walk(ram, mode, regs, la, acc) {

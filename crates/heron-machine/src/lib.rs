@@ -1,1 +1,309 @@
-//! placeholder
+//! The Heron PC: guest RAM, the CPU, the board's devices, the virtual clock, the boot paths and
+//! the run loop. The CLI builds a [`Machine`] from a [`MachineConfig`] and calls
+//! [`Machine::run`].
+
+//ACPI pub mod acpi;
+pub mod board;
+pub mod linux;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use heron_cpu::state::{cr, rf, seg, sreg, Segment, TableReg};
+use heron_cpu::{Cpu, ExitReason};
+use heron_softmmu::{GuestRam, RamError};
+
+use board::{insns_to_ns, ns_to_insns, Board};
+
+/// Smallest RAM size accepted, in bytes.
+pub const MIN_RAM: u64 = 16 << 20;
+/// Largest RAM size accepted, in bytes (RAM sits below the 3 GiB PCI hole for now).
+pub const MAX_RAM: u64 = 3 << 30;
+/// Guest-physical address of the ACPI tables (inside the e820-reserved BIOS area).
+pub const ACPI_TABLES: u64 = 0xE0000;
+
+/// Errors building or running a machine.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// The RAM size is impossible.
+    #[error("memory size {0} bytes is not supported: use {min} MiB to {max} MiB, a multiple of 4 KiB", min = MIN_RAM >> 20, max = MAX_RAM >> 20)]
+    BadMemorySize(u64),
+    /// Guest RAM could not be set up.
+    #[error(transparent)]
+    Ram(#[from] RamError),
+    /// The kernel could not be loaded.
+    #[error(transparent)]
+    Linux(#[from] linux::LinuxBootError),
+    /// ACPI tables could not be built.
+    //ACPI #[error(transparent)]
+    //ACPI Acpi(#[from] acpi::AcpiError),
+    /// Writing the serial console failed.
+    #[error("console output failed: {0}")]
+    Console(#[from] std::io::Error),
+}
+
+/// What to build.
+pub struct MachineConfig {
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// A bzImage kernel for direct Linux boot.
+    pub kernel: Vec<u8>,
+    /// Initial ramdisk, if any.
+    pub initrd: Option<Vec<u8>>,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Exit instead of rebooting when the guest resets or triple-faults (QEMU `-no-reboot`).
+    pub no_reboot: bool,
+    /// Host time (Unix seconds) the RTC starts from.
+    pub rtc_start: i64,
+}
+
+/// Bounds on a run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunLimits {
+    /// Stop after this many guest instructions.
+    pub max_insns: Option<u64>,
+    /// Stop after this much host wall-clock time.
+    pub timeout: Option<Duration>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The guest powered off (ACPI S5).
+    PowerOff,
+    /// HLT with interrupts disabled: the guest stopped for good.
+    Halted,
+    /// The guest reset the machine and `no_reboot` was set.
+    Reset,
+    /// Triple fault with `no_reboot` set.
+    TripleFault(String),
+    /// `--timeout` expired.
+    Timeout,
+    /// `--max-insns` reached.
+    InstructionLimit,
+    /// The user pressed the console escape sequence.
+    UserQuit,
+    /// The guest halted with interrupts enabled and nothing will ever wake it.
+    Hung,
+}
+
+/// Source of serial-console input (the host keyboard or a test script).
+pub trait ConsoleInput {
+    /// Bytes available now, without waiting.
+    fn poll(&mut self) -> Vec<u8>;
+    /// Wait up to `timeout` for input; returns what arrived. `None` means the input is closed
+    /// (end of file) and will never produce more.
+    fn wait(&mut self, timeout: Duration) -> Option<Vec<u8>>;
+    /// The user asked to quit (escape sequence seen).
+    fn quit_requested(&self) -> bool {
+        false
+    }
+}
+
+/// No console input at all.
+pub struct NoInput;
+impl ConsoleInput for NoInput {
+    fn poll(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn wait(&mut self, _: Duration) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// A whole PC.
+pub struct Machine {
+    cfg: MachineConfig,
+    ram: GuestRam,
+    /// The CPU.
+    pub cpu: Cpu,
+    /// The devices.
+    pub board: Board,
+    pending_input: std::collections::VecDeque<u8>,
+    /// Guest instructions retired at the last reset (statistics).
+    pub resets: u32,
+}
+
+impl Machine {
+    /// Build the machine and load the kernel (direct Linux boot).
+    pub fn new(cfg: MachineConfig) -> Result<Self, MachineError> {
+        if cfg.memory < MIN_RAM || cfg.memory > MAX_RAM || cfg.memory % 4096 != 0 {
+            return Err(MachineError::BadMemorySize(cfg.memory));
+        }
+        // Check the kernel before allocating anything big.
+        linux::SetupHeader::parse(&cfg.kernel)?;
+        let ram = GuestRam::new(cfg.memory)?;
+        let cpu = Cpu::new(ram.clone());
+        let board = Board::new(cfg.rtc_start, cfg.memory);
+        let mut m = Machine { cfg, ram, cpu, board, pending_input: Default::default(), resets: 0 };
+        m.boot()?;
+        Ok(m)
+    }
+
+    /// Guest RAM.
+    pub fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+
+    /// Put RAM, CPU and devices in their power-on state and load the kernel: the state a
+    /// boot loader leaves for the 64-bit boot protocol (Documentation/x86/boot.rst, "64-bit
+    /// Boot Protocol").
+    fn boot(&mut self) -> Result<(), MachineError> {
+        if self.resets > 0 {
+            // A reboot starts from clean RAM, as after power-on.
+            self.ram.as_mut_slice().fill(0);
+        }
+        let icount = self.cpu.s.icount;
+        self.cpu = Cpu::new(self.ram.clone());
+        // Virtual time keeps running across resets so device timers stay monotonic.
+        self.cpu.s.icount = icount;
+        self.board = Board::new(self.cfg.rtc_start, self.cfg.memory);
+        let boot = linux::load_linux(&mut self.ram, &self.cfg.kernel, self.cfg.initrd.as_deref(), &self.cfg.cmdline)?;
+        //ACPI let rsdp = acpi::build_acpi_tables(&mut self.ram, ACPI_TABLES, board::ACPI_PM_BASE, board::ACPI_SCI_IRQ)?;
+        //ACPI linux::set_acpi_rsdp(&mut self.ram, boot.zero_page, rsdp);
+        let s = &mut *self.cpu.s;
+        s.cr0 = cr::CR0_PE | cr::CR0_MP | cr::CR0_ET | cr::CR0_NE | cr::CR0_PG;
+        s.cr4 = cr::CR4_PAE;
+        s.cr3 = boot.cr3;
+        s.efer = cr::EFER_LME | cr::EFER_LMA;
+        s.gdtr = TableReg { base: boot.gdt_base, limit: boot.gdt_limit };
+        s.idtr = TableReg { base: 0, limit: 0 };
+        s.seg[sreg::CS] = Segment::from_descriptor(boot.code_selector, linux::GDT_CODE64);
+        s.seg[sreg::CS].attr |= seg::ACCESSED;
+        for r in [sreg::DS, sreg::ES, sreg::SS, sreg::FS, sreg::GS] {
+            s.seg[r] = Segment::from_descriptor(boot.data_selector, linux::GDT_DATA);
+            s.seg[r].attr |= seg::ACCESSED;
+        }
+        s.tr = Segment { selector: 0, attr: seg::P | 0xB, limit: 0xFFFF, base: 0 };
+        s.rflags = rf::FIXED;
+        s.regs = [0; 16];
+        s.regs[6] = boot.zero_page; // RSI
+        s.rip = boot.entry64;
+        // Firmware leaves MTRRs enabled with write-back as the default type.
+        s.msr.mtrr_def_type = 0xC06;
+        s.msr.mtrr_fix = [0x0606_0606_0606_0606; 11];
+        self.cpu.flush_code();
+        Ok(())
+    }
+
+    /// Run the guest until it stops or a limit is hit. Serial output goes to `out`; `input`
+    /// feeds the serial port.
+    pub fn run(&mut self, out: &mut dyn Write, input: &mut dyn ConsoleInput, limits: RunLimits) -> Result<RunOutcome, MachineError> {
+        let start = Instant::now();
+        let mut last_flush = Instant::now();
+        let insn_limit = limits.max_insns.map(|n| self.cpu.s.icount.saturating_add(n));
+        // Poll the host (input, wall clock) at least this often in guest instructions.
+        const SLICE: u64 = 2_000_000;
+        let outcome = loop {
+            let now = insns_to_ns(self.cpu.s.icount);
+            self.board.tick(now);
+            self.feed_input(input);
+            if input.quit_requested() {
+                break RunOutcome::UserQuit;
+            }
+            if let Some(t) = limits.timeout {
+                if start.elapsed() >= t {
+                    break RunOutcome::Timeout;
+                }
+            }
+            if let Some(l) = insn_limit {
+                if self.cpu.s.icount >= l {
+                    break RunOutcome::InstructionLimit;
+                }
+            }
+            let mut until = self.cpu.s.icount + SLICE;
+            if let Some(d) = self.board.next_deadline() {
+                until = until.min(ns_to_insns(d).max(self.cpu.s.icount + 1));
+            }
+            if let Some(l) = insn_limit {
+                until = until.min(l);
+            }
+            let exit = self.cpu.run(&mut self.board, until);
+            self.cpu.set_a20(self.board.a20_enabled());
+            self.drain_output(out)?;
+            if last_flush.elapsed() > Duration::from_millis(20) {
+                out.flush()?;
+                last_flush = Instant::now();
+            }
+            if self.board.events.poweroff {
+                break RunOutcome::PowerOff;
+            }
+            if self.board.events.reset {
+                if self.cfg.no_reboot {
+                    break RunOutcome::Reset;
+                }
+                self.resets += 1;
+                self.boot()?;
+                continue;
+            }
+            match exit {
+                ExitReason::Budget | ExitReason::Io | ExitReason::ExitRequest => {}
+                ExitReason::TripleFault(msg) => {
+                    if self.cfg.no_reboot {
+                        break RunOutcome::TripleFault(msg);
+                    }
+                    self.resets += 1;
+                    self.boot()?;
+                }
+                ExitReason::Halted => {
+                    if self.cpu.s.rflags & rf::IF == 0 {
+                        break RunOutcome::Halted;
+                    }
+                    if self.board.pic.has_interrupt() {
+                        continue;
+                    }
+                    // Jump the virtual clock to the next device deadline (DESIGN.md §8).
+                    match self.board.next_deadline() {
+                        Some(d) => {
+                            let target = ns_to_insns(d);
+                            let target = insn_limit.map_or(target, |l| target.min(l));
+                            self.cpu.s.icount = self.cpu.s.icount.max(target);
+                        }
+                        None => {
+                            // Nothing but console input can wake the guest.
+                            out.flush()?;
+                            let wait = limits.timeout.map_or(Duration::from_millis(100), |t| t.saturating_sub(start.elapsed()).min(Duration::from_millis(100)));
+                            match input.wait(wait) {
+                                Some(bytes) => self.pending_input.extend(bytes),
+                                None => break RunOutcome::Hung,
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        self.drain_output(out)?;
+        out.flush()?;
+        Ok(outcome)
+    }
+
+    fn feed_input(&mut self, input: &mut dyn ConsoleInput) {
+        self.pending_input.extend(input.poll());
+        if self.pending_input.is_empty() {
+            return;
+        }
+        let n = self.board.uart.rx_space().min(self.pending_input.len());
+        if n > 0 {
+            let bytes: Vec<u8> = self.pending_input.drain(..n).collect();
+            let taken = self.board.uart.receive(&bytes);
+            for b in bytes[taken..].iter().rev() {
+                self.pending_input.push_front(*b);
+            }
+            self.board.update_irqs();
+        }
+    }
+
+    fn drain_output(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        if self.board.uart.has_output() {
+            let bytes = self.board.uart.take_output();
+            out.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Guest instructions retired (the virtual clock).
+    pub fn icount(&self) -> u64 {
+        self.cpu.s.icount
+    }
+}

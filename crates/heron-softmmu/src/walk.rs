@@ -70,6 +70,9 @@ pub struct PagingRegs {
     pub nxe: bool,
     /// CR4.PGE: the G bit is honoured.
     pub pge: bool,
+    /// Set accessed/dirty bits as the processor does; false for debugger look-ups that must
+    /// not change guest memory.
+    pub set_ad: bool,
 }
 
 /// Walk the paging structures in `mem` (guest RAM as bytes; entries outside it read as 0,
@@ -179,7 +182,7 @@ pub fn walk(
                 if ea == eaddr && acc.write {
                     nv |= D;
                 }
-                if nv != ev {
+                if nv != ev && regs.set_ad {
                     write_entry(mem, ea, nv, wide);
                 }
             }
@@ -222,7 +225,7 @@ mod tests {
     use super::*;
 
     fn regs(cr3: u64) -> PagingRegs {
-        PagingRegs { cr3, wp: true, nxe: true, pge: true }
+        PagingRegs { cr3, wp: true, nxe: true, pge: true, set_ad: true }
     }
 
     #[test]

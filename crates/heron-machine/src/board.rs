@@ -1,0 +1,211 @@
+//! The PC board's devices and their wiring: port-I/O decode, interrupt lines into the 8259A
+//! pair, device timers against the virtual clock. Implements [`heron_softmmu::Bus`] for the CPU.
+
+use heron_devices::i8042::I8042;
+use heron_devices::pci::PciHost;
+use heron_devices::pic::Pic;
+use heron_devices::pit::Pit;
+use heron_devices::rtc::Rtc;
+use heron_devices::uart::Uart;
+use heron_devices::{le_value, set_le_value, Device, Nanos};
+use heron_softmmu::Bus;
+
+/// Guest instructions retired per nanosecond of virtual time is 1: the virtual CPU runs at
+/// 1 GHz, the TSC counts retired instructions (DESIGN.md §8).
+#[inline]
+pub fn insns_to_ns(icount: u64) -> Nanos {
+    icount
+}
+
+/// Inverse of [`insns_to_ns`].
+#[inline]
+pub fn ns_to_insns(ns: Nanos) -> u64 {
+    ns
+}
+
+/// Requests from the guest that the machine acts on after the CPU returns.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BoardEvents {
+    /// Reset through the keyboard controller, port 0x92 or port 0xCF9.
+    pub reset: bool,
+    /// ACPI S5 power-off.
+    pub poweroff: bool,
+}
+
+/// The devices of the PC, as one bus.
+pub struct Board {
+    /// 8259A master/slave pair (IRQ 0–15).
+    pub pic: Pic,
+    /// 8254 PIT and port 0x61.
+    pub pit: Pit,
+    /// MC146818 RTC/CMOS.
+    pub rtc: Rtc,
+    /// 16550A on COM1.
+    pub uart: Uart,
+    /// i8042 keyboard controller.
+    pub i8042: I8042,
+    /// PCI host bridge (i440FX) with configuration mechanism #1.
+    pub pci: PciHost,
+    /// ACPI PM1 registers and PM timer.
+    /// Last value written to port 0x80 (POST code).
+    pub post_code: u8,
+    /// PIIX3 reset control register (port 0xCF9).
+    rcr: u8,
+    /// System control port A (port 0x92): bit 1 = fast A20.
+    port92: u8,
+    /// Pending guest requests.
+    pub events: BoardEvents,
+}
+
+/// I/O base of the ACPI PM registers (PM1a_EVT_BLK; PM1a_CNT_BLK at +4, PM_TMR_BLK at +8).
+pub const ACPI_PM_BASE: u16 = 0x600;
+/// IRQ of the ACPI SCI.
+pub const ACPI_SCI_IRQ: u8 = 9;
+
+impl Board {
+    /// A board with every device in its power-on state; `rtc_start` is the host time (Unix
+    /// seconds) the RTC starts from; `ram_bytes` goes into the CMOS memory-size bytes.
+    pub fn new(rtc_start: i64, ram_bytes: u64) -> Self {
+        let mut rtc = Rtc::new(rtc_start);
+        rtc.set_memory_size(ram_bytes);
+        Board {
+            pic: Pic::new(),
+            pit: Pit::new(),
+            rtc,
+            uart: Uart::new(),
+            i8042: I8042::new(),
+            pci: PciHost::new(),
+            post_code: 0,
+            rcr: 0,
+            port92: 0x02,
+            events: BoardEvents::default(),
+        }
+    }
+
+    /// A20 gate state: on if either the i8042 output port or port 0x92 enables it.
+    pub fn a20_enabled(&self) -> bool {
+        self.i8042.a20_enabled() || self.port92 & 2 != 0
+    }
+
+    /// Earliest virtual time any device needs [`Board::tick`].
+    pub fn next_deadline(&self) -> Option<Nanos> {
+        [self.pit.next_deadline(), self.rtc.next_deadline(), self.i8042.next_deadline(), self.uart.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Run device timers up to `now` and update interrupt lines.
+    pub fn tick(&mut self, now: Nanos) {
+        if self.pit.next_deadline().is_some_and(|d| d <= now) {
+            self.pit.tick(now);
+        }
+        if self.rtc.next_deadline().is_some_and(|d| d <= now) {
+            self.rtc.tick(now);
+        }
+        if self.i8042.next_deadline().is_some_and(|d| d <= now) {
+            self.i8042.tick(now);
+        }
+        if self.uart.next_deadline().is_some_and(|d| d <= now) {
+            self.uart.tick(now);
+        }
+        self.update_irqs();
+    }
+
+    /// Copy every device's interrupt output to its PIC input.
+    pub fn update_irqs(&mut self) {
+        if self.pit.take_irq0_edge() {
+            self.pic.set_irq(0, true);
+            self.pic.set_irq(0, false);
+        }
+        self.pic.set_irq(1, self.i8042.irq1_level());
+        self.pic.set_irq(4, self.uart.irq_level());
+        self.pic.set_irq(8, self.rtc.irq_level());
+        self.pic.set_irq(12, self.i8042.irq12_level());
+        if self.i8042.take_reset_request() {
+            self.events.reset = true;
+        }
+    }
+
+    fn port_device(&mut self, port: u16) -> Option<(&mut dyn Device, u64)> {
+        let p = port as u64;
+        Some(match port {
+            0x20 | 0x21 | 0xA0 | 0xA1 | 0x4D0 | 0x4D1 => (&mut self.pic, p),
+            0x40..=0x43 | 0x61 => (&mut self.pit, p),
+            0x70 | 0x71 => (&mut self.rtc, p),
+            0x60 | 0x64 => (&mut self.i8042, p),
+            0x3F8..=0x3FF => (&mut self.uart, p - 0x3F8),
+            0xCF8 | 0xCFA | 0xCFB | 0xCFC..=0xCFF => (&mut self.pci, p),
+            _ => return None,
+        })
+    }
+}
+
+impl Bus for Board {
+    fn pio_read(&mut self, icount: u64, port: u16, size: u8) -> u32 {
+        let now = insns_to_ns(icount);
+        let mut buf = [0xFFu8; 4];
+        let data = &mut buf[..size.clamp(1, 4) as usize];
+        match port {
+            0x80 => set_le_value(data, self.post_code as u64),
+            0x92 => set_le_value(data, self.port92 as u64),
+            0xCF9 => set_le_value(data, self.rcr as u64),
+            _ => {
+                if let Some((d, off)) = self.port_device(port) {
+                    d.read(now, off, data);
+                }
+            }
+        }
+        let v = le_value(data) as u32;
+        self.update_irqs();
+        v
+    }
+
+    fn pio_write(&mut self, icount: u64, port: u16, size: u8, value: u32) {
+        let now = insns_to_ns(icount);
+        let mut buf = [0u8; 4];
+        let data = &mut buf[..size.clamp(1, 4) as usize];
+        set_le_value(data, value as u64);
+        match port {
+            0x80 => self.post_code = value as u8,
+            0x92 => {
+                // Port 0x92: bit 0 = fast reset (on a 0 -> 1 transition), bit 1 = A20.
+                if value & 1 != 0 && self.port92 & 1 == 0 {
+                    self.events.reset = true;
+                }
+                self.port92 = value as u8 & 3;
+            }
+            0xCF9 if size == 1 => {
+                // PIIX3 RCR: writing RST_CPU (bit 2) resets the system (SYS_RST bit 1 selects
+                // hard vs soft reset; both restart the machine here).
+                if value & 4 != 0 {
+                    self.events.reset = true;
+                }
+                self.rcr = value as u8 & 0x0A;
+            }
+            _ => {
+                if let Some((d, off)) = self.port_device(port) {
+                    d.write(now, off, data);
+                }
+            }
+        }
+        self.update_irqs();
+    }
+
+    fn mmio_read(&mut self, _icount: u64, _addr: u64, _size: u8) -> u64 {
+        // Nothing is mapped above RAM yet: open bus reads as all ones.
+        u64::MAX
+    }
+
+    fn mmio_write(&mut self, _icount: u64, _addr: u64, _size: u8, _value: u64) {}
+
+    fn interrupt_pending(&self) -> bool {
+        self.pic.has_interrupt()
+    }
+
+    fn acknowledge_interrupt(&mut self) -> u8 {
+        let v = self.pic.acknowledge();
+        self.update_irqs();
+        v
+    }
+}
