@@ -172,7 +172,21 @@ impl Cpu {
     }
 }
 
+fn trace_insn(ctx: &Ctx, i: &Instruction) {
+    use iced_x86::Formatter;
+    let mut t = String::new();
+    iced_x86::IntelFormatter::new().format(i, &mut t);
+    let r = &ctx.s.regs;
+    eprintln!(
+        "[{}] {:x}: {t:40} rax={:x} rcx={:x} rdx={:x} rbx={:x} rsp={:x} rsi={:x} rdi={:x}",
+        ctx.s.icount, i.ip(), r[0], r[1], r[2], r[3], r[4], r[6], r[7]
+    );
+}
+
 fn run_loop(ctx: &mut Ctx, blocks: &mut BlockMap, fetch: &mut Vec<u8>, stats: &mut Stats, until: u64) -> ExitReason {
+    // Debugging aid until `--trace` exists: HERON_TRACE_FROM=N prints every instruction
+    // from guest instruction N on to stderr.
+    let trace_from: u64 = std::env::var("HERON_TRACE_FROM").ok().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
     loop {
         if ctx.io_touched {
             return ExitReason::Io;
@@ -212,6 +226,9 @@ fn run_loop(ctx: &mut Ctx, blocks: &mut BlockMap, fetch: &mut Vec<u8>, stats: &m
             _ => 0xFFFF,
         };
         for i in block.insns.iter() {
+            if ctx.s.icount >= trace_from {
+                trace_insn(ctx, i);
+            }
             ctx.s.rip = i.next_ip() & ipmask;
             let inhibited = ctx.s.irq_inhibit;
             match ctx.exec(i) {
@@ -257,6 +274,9 @@ fn raise(ctx: &mut Ctx, stats: &mut Stats, v: u8, code: Option<u32>, src: IntSou
     let (mut v, mut code, mut src) = (v, code, src);
     if src == IntSource::Exception {
         stats.exceptions += 1;
+        if std::env::var_os("HERON_TRACE_EXC").is_some() {
+            eprintln!("heron: exception {v} code {code:?} at RIP {:#x} (icount {})", ctx.s.rip, ctx.s.icount);
+        }
     }
     for _ in 0..4 {
         match ctx.deliver(v, code, src) {

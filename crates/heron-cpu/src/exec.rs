@@ -476,7 +476,11 @@ impl Ctx<'_> {
             }
             M::Enter => self.enter(i),
             M::Leave => {
-                let size = Self::stack_opsize(i);
+                let size = match i.code() {
+                    iced_x86::Code::Leaveq => 8,
+                    iced_x86::Code::Leaved => 4,
+                    _ => 2,
+                };
                 let m2 = self.sp_mask();
                 let bp = self.s.regs[5] & m2;
                 let v = self.read_seg(sreg::SS, bp, size)?;
@@ -700,8 +704,7 @@ impl Ctx<'_> {
             M::Movsb | M::Movsw | M::Movsq | M::Stosb | M::Stosw | M::Stosd | M::Stosq | M::Lodsb | M::Lodsw
             | M::Lodsd | M::Lodsq | M::Cmpsb | M::Cmpsw | M::Cmpsq | M::Scasb | M::Scasw | M::Scasd | M::Scasq
             | M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd => self.string(i, m),
-            M::Movsd | M::Cmpsd if i.op0_kind() != OpKind::Register => self.string(i, m),
-            M::Movsd | M::Cmpsd if i.op1_kind() != OpKind::Register && i.op1_kind() != OpKind::Memory => self.string(i, m),
+            M::Movsd | M::Cmpsd if !matches!(i.op0_kind(), OpKind::Register | OpKind::Memory) => self.string(i, m),
             M::Aaa | M::Aas | M::Daa | M::Das | M::Aam | M::Aad | M::Salc => self.bcd(i, m),
             M::Int3 => Err(self.soft_int(3)),
             M::Int => Err(self.soft_int(i.immediate(0) as u8)),
@@ -1148,8 +1151,11 @@ impl Ctx<'_> {
     }
 
     fn enter(&mut self, i: &Instruction) -> Res<()> {
-        let size = Self::stack_opsize(i) as u32;
-        let size = if size == 0 { self.bits / 8 } else { size };
+        let size = match i.code() {
+            iced_x86::Code::Enterq_imm16_imm8 => 8,
+            iced_x86::Code::Enterd_imm16_imm8 => 4,
+            _ => 2,
+        };
         let alloc = i.immediate(0) & 0xFFFF;
         let level = i.immediate(1) & 31;
         let m = self.sp_mask();

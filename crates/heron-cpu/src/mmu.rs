@@ -177,7 +177,7 @@ impl Ctx<'_> {
         self.translate(la, TlbKind::Write, user)?;
         let end = self.wrap_la(la.wrapping_add(size as u64 - 1));
         if end & !0xFFF != la & !0xFFF {
-            self.translate(end, TlbKind::Write, user)?;
+            self.translate(end & !0xFFF, TlbKind::Write, user)?;
         }
         Ok(())
     }

@@ -164,6 +164,15 @@ mod tests {
     }
 
     #[test]
+    fn enter_leave_restore_frame() {
+        let mut t = TestCpu::new();
+        // push rbp; mov rbp, rsp; sub rsp, 0x20; leave; enter 0x10, 0; leave
+        t.run(&[0x55, 0x48, 0x89, 0xE5, 0x48, 0x83, 0xEC, 0x20, 0xC9, 0xC8, 0x10, 0x00, 0x00, 0xC9], 100);
+        assert_eq!(t.exception(), None);
+        assert_eq!(t.cpu.s.regs[4], STACK_TOP);
+    }
+
+    #[test]
     fn rep_movsb_and_self_modifying_code() {
         let mut t = TestCpu::new();
         t.ram.write_bytes(DATA, b"hello, world").unwrap();

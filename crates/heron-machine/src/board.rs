@@ -47,6 +47,7 @@ pub struct Board {
     /// PCI host bridge (i440FX) with configuration mechanism #1.
     pub pci: PciHost,
     /// ACPI PM1 registers and PM timer.
+    pub acpi: heron_devices::acpi_pm::AcpiPm,
     /// Last value written to port 0x80 (POST code).
     pub post_code: u8,
     /// PIIX3 reset control register (port 0xCF9).
@@ -75,6 +76,7 @@ impl Board {
             uart: Uart::new(),
             i8042: I8042::new(),
             pci: PciHost::new(),
+            acpi: heron_devices::acpi_pm::AcpiPm::new(),
             post_code: 0,
             rcr: 0,
             port92: 0x02,
@@ -89,7 +91,7 @@ impl Board {
 
     /// Earliest virtual time any device needs [`Board::tick`].
     pub fn next_deadline(&self) -> Option<Nanos> {
-        [self.pit.next_deadline(), self.rtc.next_deadline(), self.i8042.next_deadline(), self.uart.next_deadline()]
+        [self.pit.next_deadline(), self.rtc.next_deadline(), self.i8042.next_deadline(), self.acpi.next_deadline(), self.uart.next_deadline()]
             .into_iter()
             .flatten()
             .min()
@@ -106,6 +108,9 @@ impl Board {
         if self.i8042.next_deadline().is_some_and(|d| d <= now) {
             self.i8042.tick(now);
         }
+        if self.acpi.next_deadline().is_some_and(|d| d <= now) {
+            self.acpi.tick(now);
+        }
         if self.uart.next_deadline().is_some_and(|d| d <= now) {
             self.uart.tick(now);
         }
@@ -121,9 +126,13 @@ impl Board {
         self.pic.set_irq(1, self.i8042.irq1_level());
         self.pic.set_irq(4, self.uart.irq_level());
         self.pic.set_irq(8, self.rtc.irq_level());
+        self.pic.set_irq(ACPI_SCI_IRQ, self.acpi.sci_level());
         self.pic.set_irq(12, self.i8042.irq12_level());
         if self.i8042.take_reset_request() {
             self.events.reset = true;
+        }
+        if self.acpi.take_poweroff_request() {
+            self.events.poweroff = true;
         }
     }
 
@@ -136,6 +145,7 @@ impl Board {
             0x60 | 0x64 => (&mut self.i8042, p),
             0x3F8..=0x3FF => (&mut self.uart, p - 0x3F8),
             0xCF8 | 0xCFA | 0xCFB | 0xCFC..=0xCFF => (&mut self.pci, p),
+            ACPI_PM_BASE..=0x60B => (&mut self.acpi, p - ACPI_PM_BASE as u64),
             _ => return None,
         })
     }

@@ -2,7 +2,7 @@
 //! the run loop. The CLI builds a [`Machine`] from a [`MachineConfig`] and calls
 //! [`Machine::run`].
 
-//ACPI pub mod acpi;
+pub mod acpi;
 pub mod board;
 pub mod linux;
 
@@ -35,8 +35,8 @@ pub enum MachineError {
     #[error(transparent)]
     Linux(#[from] linux::LinuxBootError),
     /// ACPI tables could not be built.
-    //ACPI #[error(transparent)]
-    //ACPI Acpi(#[from] acpi::AcpiError),
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
     /// Writing the serial console failed.
     #[error("console output failed: {0}")]
     Console(#[from] std::io::Error),
@@ -160,8 +160,8 @@ impl Machine {
         self.cpu.s.icount = icount;
         self.board = Board::new(self.cfg.rtc_start, self.cfg.memory);
         let boot = linux::load_linux(&mut self.ram, &self.cfg.kernel, self.cfg.initrd.as_deref(), &self.cfg.cmdline)?;
-        //ACPI let rsdp = acpi::build_acpi_tables(&mut self.ram, ACPI_TABLES, board::ACPI_PM_BASE, board::ACPI_SCI_IRQ)?;
-        //ACPI linux::set_acpi_rsdp(&mut self.ram, boot.zero_page, rsdp);
+        let rsdp = acpi::build_acpi_tables(&mut self.ram, ACPI_TABLES, board::ACPI_PM_BASE, board::ACPI_SCI_IRQ)?;
+        linux::set_acpi_rsdp(&mut self.ram, boot.zero_page, rsdp);
         let s = &mut *self.cpu.s;
         s.cr0 = cr::CR0_PE | cr::CR0_MP | cr::CR0_ET | cr::CR0_NE | cr::CR0_PG;
         s.cr4 = cr::CR4_PAE;

@@ -226,9 +226,10 @@ pub struct E820Entry {
 }
 
 /// The e820 map of a PC with `ram_bytes` bytes of RAM at guest-physical 0: usable
-/// 0 – 0x9FC00, reserved 0x9FC00 – 0xA0000 (EBDA), reserved 0xF0000 – 0x100000 (BIOS ROM),
-/// usable 0x100000 – `ram_bytes`. The VGA/option-ROM hole 0xA0000 – 0xF0000 is left out.
-/// Ranges are clipped to the RAM that exists.
+/// 0 – 0x9FC00, reserved 0x9FC00 – 0xA0000 (EBDA), reserved 0xE0000 – 0x100000 (BIOS area:
+/// the machine's ACPI tables live at 0xE0000, see `acpi.rs`), usable 0x100000 – `ram_bytes`.
+/// The VGA/option-ROM hole 0xA0000 – 0xE0000 is left out. Ranges are clipped to the RAM that
+/// exists.
 pub fn e820_for_ram(ram_bytes: u64) -> Vec<E820Entry> {
     let mut map = Vec::with_capacity(4);
     let low_end = ram_bytes.min(0x9FC00);
@@ -236,11 +237,27 @@ pub fn e820_for_ram(ram_bytes: u64) -> Vec<E820Entry> {
         map.push(E820Entry { addr: 0, size: low_end, kind: E820_RAM });
     }
     map.push(E820Entry { addr: 0x9FC00, size: 0x400, kind: E820_RESERVED });
-    map.push(E820Entry { addr: 0xF0000, size: 0x10000, kind: E820_RESERVED });
+    map.push(E820Entry { addr: 0xE0000, size: 0x20000, kind: E820_RESERVED });
     if ram_bytes > HIGH_MEMORY {
         map.push(E820Entry { addr: HIGH_MEMORY, size: ram_bytes - HIGH_MEMORY, kind: E820_RAM });
     }
     map
+}
+
+/// Offset in `struct boot_params` of `acpi_rsdp_addr` (u64; boot protocol 2.14+,
+/// Documentation/x86/zero-page.rst).
+const BP_ACPI_RSDP_ADDR: u64 = 0x070;
+
+/// Write the guest-physical address of the ACPI RSDP into the zero page at `zero_page` (as
+/// returned in [`LinuxBoot::zero_page`]), field `acpi_rsdp_addr` (offset 0x070). Kernels with
+/// boot protocol 2.14 or later take the RSDP from there; older ones ignore the field and scan
+/// 0xE0000 – 0xFFFFF, so the RSDP should also sit there. Call it after [`load_linux`], which
+/// clears the zero page. A `zero_page` outside RAM is a caller bug: nothing is written.
+pub fn set_acpi_rsdp(ram: &mut GuestRam, zero_page: u64, rsdp: u64) {
+    let written = zero_page
+        .checked_add(BP_ACPI_RSDP_ADDR)
+        .map(|addr| ram.write_bytes(addr, &rsdp.to_le_bytes()));
+    debug_assert!(matches!(written, Some(Ok(()))), "zero page {zero_page:#x} is outside RAM");
 }
 
 /// How the kernel is entered. Only the 64-bit entry exists today; a 32-bit entry
@@ -827,7 +844,7 @@ mod tests {
 
         // e820.
         let expect =
-            [(0u64, 0x9FC00u64, 1u32), (0x9FC00, 0x400, 2), (0xF0000, 0x10000, 2), (0x10_0000, 63 * MIB, 1)];
+            [(0u64, 0x9FC00u64, 1u32), (0x9FC00, 0x400, 2), (0xE0000, 0x20000, 2), (0x10_0000, 63 * MIB, 1)];
         assert_eq!(rd8(&ram, zp(0x1E8)), 4);
         for (i, (a, s, t)) in expect.iter().enumerate() {
             let off = 0x2D0 + i * 20;
@@ -1091,7 +1108,7 @@ mod tests {
             vec![
                 E820Entry { addr: 0, size: 0x9FC00, kind: E820_RAM },
                 E820Entry { addr: 0x9FC00, size: 0x400, kind: E820_RESERVED },
-                E820Entry { addr: 0xF0000, size: 0x10000, kind: E820_RESERVED },
+                E820Entry { addr: 0xE0000, size: 0x20000, kind: E820_RESERVED },
                 E820Entry { addr: 0x10_0000, size: 255 * MIB, kind: E820_RAM },
             ]
         );
@@ -1109,6 +1126,20 @@ mod tests {
         let many = vec![map[0]; 129];
         let err = load_linux_with_e820(&mut ram, &image, None, "", &many).unwrap_err();
         assert!(matches!(err, LinuxBootError::TooManyE820Entries { count: 129 }));
+    }
+
+    #[test]
+    fn acpi_rsdp_in_zero_page() {
+        let image = FakeKernel::default().build();
+        let mut ram = ram(64);
+        let boot = load_linux(&mut ram, &image, None, "").unwrap();
+        assert_eq!(rd64(&ram, zp(0x070)), 0, "cleared by the loader");
+        set_acpi_rsdp(&mut ram, boot.zero_page, 0xE0000);
+        assert_eq!(rd64(&ram, zp(0x070)), 0xE0000);
+        // Neighbouring fields are untouched.
+        assert_eq!(rd64(&ram, zp(0x068)), 0);
+        assert_eq!(rd64(&ram, zp(0x078)), 0);
+        assert_eq!(&rd::<4>(&ram, zp(0x202)), b"HdrS");
     }
 
     const REAL_KERNEL: &str = "/work/shared/guests/vmlinuz";
