@@ -128,6 +128,9 @@ pub struct Cpu {
     code: CodeMap,
     blocks: BlockMap,
     fetch: Vec<u8>,
+    /// Print every instruction from this instruction count on (HERON_TRACE_FROM, a debugging
+    /// aid until `--trace` exists).
+    trace_from: u64,
     /// Statistics.
     pub stats: Stats,
 }
@@ -136,7 +139,8 @@ impl Cpu {
     /// A CPU in its RESET state over `ram`.
     pub fn new(ram: GuestRam) -> Self {
         let code = CodeMap::new(ram.size());
-        Cpu { s: CpuState::new(), ram, code, blocks: BlockMap::default(), fetch: Vec::with_capacity(4096 + 16), stats: Stats::default() }
+        let trace_from = std::env::var("HERON_TRACE_FROM").ok().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+        Cpu { s: CpuState::new(), ram, code, blocks: BlockMap::default(), fetch: Vec::with_capacity(4096 + 16), trace_from, stats: Stats::default() }
     }
 
     /// Forget all decoded blocks and TLB entries (after the machine rewrote RAM behind the
@@ -163,10 +167,10 @@ impl Cpu {
     /// Run until `icount` reaches `until` or something needs the machine (see [`ExitReason`]).
     pub fn run(&mut self, bus: &mut dyn Bus, until: u64) -> ExitReason {
         let ram_size = self.ram.size();
-        let Cpu { s, ram, code, blocks, fetch, stats } = self;
+        let Cpu { s, ram, code, blocks, fetch, stats, trace_from } = self;
         let bits = s.code_bits();
         let mut ctx = Ctx { s, ram, ram_size, code, bus, bits, smc: false, io_touched: false, end_block: false, stats_tlb_miss: 0 };
-        let r = run_loop(&mut ctx, blocks, fetch, stats, until);
+        let r = run_loop(&mut ctx, blocks, fetch, stats, until, *trace_from);
         stats.tlb_misses += ctx.stats_tlb_miss;
         r
     }
@@ -183,10 +187,10 @@ fn trace_insn(ctx: &Ctx, i: &Instruction) {
     );
 }
 
-fn run_loop(ctx: &mut Ctx, blocks: &mut BlockMap, fetch: &mut Vec<u8>, stats: &mut Stats, until: u64) -> ExitReason {
-    // Debugging aid until `--trace` exists: HERON_TRACE_FROM=N prints every instruction
-    // from guest instruction N on to stderr.
-    let trace_from: u64 = std::env::var("HERON_TRACE_FROM").ok().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+fn run_loop(ctx: &mut Ctx, blocks: &mut BlockMap, fetch: &mut Vec<u8>, stats: &mut Stats, until: u64, trace_from: u64) -> ExitReason {
+    // The INTR line only changes when the machine runs (between calls) or on INTA: devices
+    // are reached only through I/O, which ends this call.
+    let mut intr = ctx.bus.interrupt_pending();
     loop {
         if ctx.io_touched {
             return ExitReason::Io;
@@ -198,8 +202,9 @@ fn run_loop(ctx: &mut Ctx, blocks: &mut BlockMap, fetch: &mut Vec<u8>, stats: &m
             ctx.s.exit_request = 0;
             return ExitReason::ExitRequest;
         }
-        if ctx.s.rflags & rf::IF != 0 && !ctx.s.irq_inhibit && ctx.bus.interrupt_pending() {
+        if intr && ctx.s.rflags & rf::IF != 0 && !ctx.s.irq_inhibit {
             let v = ctx.bus.acknowledge_interrupt();
+            intr = ctx.bus.interrupt_pending();
             stats.interrupts += 1;
             ctx.s.halted = false;
             if let Err(r) = raise(ctx, stats, v, None, IntSource::External) {

@@ -1082,6 +1082,7 @@ impl Ctx<'_> {
         let s = &self.s;
         Ok(match idx {
             0x10 => self.tsc(),
+            0x17 => 0, // IA32_PLATFORM_ID: platform 0 (read by the microcode loader).
             0x1B => s.msr.apic_base,
             0x3A => 1, // IA32_FEATURE_CONTROL: locked, VMX off.
             0x8B => 0, // IA32_BIOS_SIGN_ID: no microcode.

@@ -9,13 +9,22 @@
 //! square roots, pseudo-denormals or bias-adjusted results, so it is used only as a second
 //! oracle in the tests.
 //!
+//! Where the SDM leaves behaviour open, Heron follows the processor the tests were checked
+//! against (an AMD EPYC host): which of DE/IE/ZE win when several apply, C1 of stack faults,
+//! unordered condition codes even for unmasked invalid compares, the FPREM partial-remainder
+//! step (n = 32 + d mod 32), out-of-domain F2XM1/FYL2XP1 returning the operand.
+//!
 //! Approximations (documented deviations from hardware):
 //! - Transcendentals (F2XM1, FYL2X, FYL2XP1, FPTAN, FPATAN, FSIN, FCOS, FSINCOS) use the
 //!   host's f64 libm with a first-order correction for the low bits of the argument: about
 //!   double precision, not the last bit of the 64-bit significand (see `x87/trans.rs`).
+//!   Trigonometric arguments are reduced exactly with the 66-bit π the x87 uses, so large
+//!   arguments give the hardware's results; C1 after these reflects only the final rounding.
 //! - FIP is the offset of the instruction in CS (the linear RIP in 64-bit mode); FCS and
 //!   FDS are the CS and DS selectors current when the environment is stored, not those of
 //!   the last instruction. FDP is the effective address of the last memory operand.
+//!   Real-mode FSTENV/FSAVE images convert to and from linear pointers with the current CS
+//!   and DS bases. FOP is read back from the instruction bytes.
 //! - An unmasked pending exception raises #MF at the next waiting x87 instruction when
 //!   CR0.NE = 1. With CR0.NE = 0 the exception just stays pending (ES/B set): the external
 //!   FERR# → IRQ13 path is not modelled.
@@ -1292,6 +1301,12 @@ impl Ctx<'_> {
                 let dp = (r32(20) & 0xFFFF) as u64 | (((r32(24) >> 12) as u64 & 0xFFFF) << 16);
                 (ip, (r32(16) & 0x7FF) as u16, dp)
             }
+        };
+        // Real-mode images hold linear pointers; keep offsets from the current CS and DS.
+        let (fip, fdp) = if real {
+            (fip.wrapping_sub(self.s.seg[sreg::CS].base) & 0xFFFF_FFFF, fdp.wrapping_sub(self.s.seg[sreg::DS].base) & 0xFFFF_FFFF)
+        } else {
+            (fip, fdp)
         };
         let x = &mut self.s.x87;
         x.fcw = (fcw & 0x1F3F) | 0x40;

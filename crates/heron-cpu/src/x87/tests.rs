@@ -471,6 +471,96 @@ fn x87_fprem() {
     run_unary("fprem1", |a| a.fprem1().unwrap(), 16, 4000, true, true);
 }
 
+/// NaN propagation: QNaN/SNaN pairs with equal and different significands and signs, in
+/// both operand orders and from memory.
+#[test]
+fn x87_nan_propagation() {
+    let mut t = TestCpu::new();
+    let mut f = Failures::new();
+    let sigs = [J | QBIT | 5, J | QBIT | 7, J | 5, J | 7, J | QBIT, J | 1];
+    let mut nans = Vec::new();
+    for &sig in &sigs {
+        for se in [0x7FFFu16, 0xFFFF] {
+            nans.push(F80 { se, sig });
+        }
+    }
+    let others = [F80::ONE, F80 { se: 0, sig: 3 }, F80::inf(true), F80::ZERO];
+    let ops = reg_ops();
+    for (name, emit) in &ops {
+        for &a in &nans {
+            for &b in nans.iter().chain(others.iter()) {
+                for (x, y) in [(a, b), (b, a)] {
+                    let mut m = Mem::new();
+                    m.put(IN, &image(fcw_of(0, 3), 0, 6, &[x, y]));
+                    let (h, e) = both(&mut t, &asm(*emit), &m);
+                    f.check(|| format!("{name} st0={} st1={}", fmt_f80(x), fmt_f80(y)), &h, &e);
+                }
+            }
+        }
+    }
+    // Memory NaNs (m32/m64) against register NaNs.
+    for &a in &nans {
+        for bits in [0x7FC0_0001u64, 0xFFA0_0000, 0x7F80_0001, 0x7FF8_0000_0000_0001, 0xFFF0_0000_0000_0001] {
+            let mut m = Mem::new();
+            m.put(IN, &image(fcw_of(0, 3), 0, 6, &[a]));
+            m.put(OPS, &bits.to_le_bytes());
+            let body = if bits >> 32 == 0 {
+                asm(|x| x.fsubr(dword_ptr(rdi + OPS as i32)).unwrap())
+            } else {
+                asm(|x| x.fmul(qword_ptr(rdi + OPS as i32)).unwrap())
+            };
+            let (h, e) = both(&mut t, &body, &m);
+            f.check(|| format!("mem {bits:#x} st0={}", fmt_f80(a)), &h, &e);
+        }
+    }
+    f.finish();
+}
+
+/// Results at the underflow threshold (tininess after rounding) and the overflow threshold,
+/// in every precision and rounding mode, masked and unmasked.
+#[test]
+fn x87_thresholds() {
+    let mut t = TestCpu::new();
+    let mut f = Failures::new();
+    let mut pairs = Vec::new();
+    for k in [0u64, 1, 2, 3, 0x7F, 0x80, 0x81, 0x3FF, 0x400, 0x401, 0xFF_FFFF_FFFF, 0x100_0000_0000, 0x1FF_FFFF_FFFF] {
+        let a = F80 { se: 0x3FFE, sig: u64::MAX - k };
+        let b = F80 { se: 0x3FFF, sig: u64::MAX - k };
+        // Just below the smallest normal, and just below the largest finite value's successor.
+        pairs.push((a, F80 { se: 0x0001, sig: J }));
+        pairs.push((b, F80 { se: 0x7FFE, sig: u64::MAX }));
+        pairs.push((a.neg(), F80 { se: 0x0001, sig: J | k }));
+        pairs.push((b, F80 { se: 0xFFFE, sig: u64::MAX - (k << 11) }));
+        pairs.push((b, F80 { se: 0x7FFE, sig: u64::MAX << 40 }));
+        pairs.push((a, F80 { se: 0x0001, sig: J | (k << 40) }));
+    }
+    let ops: Vec<(&str, Emit)> = vec![("fmul", |a| a.fmul_2(st0, st1).unwrap()), ("fdivr", |a| a.fdivr_2(st0, st1).unwrap())];
+    for (name, emit) in &ops {
+        for &(x, y) in &pairs {
+            for fcw in all_modes() {
+                for unmask in [0u16, fl_ou()] {
+                    let y = if *name == "fdivr" { F80 { se: y.se, sig: y.sig } } else { y };
+                    let x = if *name == "fdivr" {
+                        // y / (1/x) ≈ y·x: use the reciprocal through an exact power of two.
+                        F80 { se: 0x3FFF + 0x3FFF - x.bexp() | (x.se & 0x8000), sig: J }
+                    } else {
+                        x
+                    };
+                    let mut m = Mem::new();
+                    m.put(IN, &image(fcw & !unmask, 0, 6, &[x, y]));
+                    let (h, e) = both(&mut t, &asm(*emit), &m);
+                    f.check(|| format!("{name} fcw={:04x} st0={} st1={}", fcw & !unmask, fmt_f80(x), fmt_f80(y)), &h, &e);
+                }
+            }
+        }
+    }
+    f.finish();
+}
+
+fn fl_ou() -> u16 {
+    super::sf::fl::OE | super::sf::fl::UE
+}
+
 /// FPREM/FPREM1 iterated until C2 = 0 (complete reduction), with large exponent
 /// differences: exercises the partial-remainder steps.
 #[test]
@@ -707,10 +797,11 @@ fn x87_loads() {
                 "fld m64" => gen_f64(&mut r).to_le_bytes().to_vec(),
                 "fbld" => {
                     let mut b = [0u8; 10];
+                    let any = r.below(4) == 0; // sometimes invalid digits and sign-byte junk
                     for x in b.iter_mut().take(9) {
-                        *x = ((r.below(10) << 4) | r.below(10)) as u8;
+                        *x = if any { r.next() as u8 } else { ((r.below(10) << 4) | r.below(10)) as u8 };
                     }
-                    b[9] = if r.next() & 1 != 0 { 0x80 } else { 0 };
+                    b[9] = if any { r.next() as u8 } else if r.next() & 1 != 0 { 0x80 } else { 0 };
                     b.to_vec()
                 }
                 "fild m64" => (r.next() >> r.below(64)).to_le_bytes().to_vec(),
@@ -1271,4 +1362,61 @@ fn x87_softfloat_vs_apfloat() {
             }
         }
     }
+}
+
+/// Real-mode FSTENV formats (SDM Vol. 1 Figures 8-10 and 8-12), run in real mode.
+#[test]
+fn x87_real_mode_env() {
+    use crate::state::{cr, sreg, Segment};
+    let mut t = TestCpu::new();
+    {
+        let s = &mut *t.cpu.s;
+        s.cr0 = cr::CR0_ET | cr::CR0_NE;
+        s.efer = 0;
+        s.cr4 = cr::CR4_OSFXSR;
+        for r in 0..6 {
+            s.seg[r] = Segment::real(0);
+        }
+        s.seg[sreg::CS] = Segment::real(0x0A00);
+        s.rip = 0;
+        s.regs[4] = 0x9000;
+    }
+    let code = [
+        0xDB, 0xE3, // fninit
+        0xD9, 0xE8, // fld1                  (CS:0002)
+        0xD9, 0x06, 0x00, 0x01, // fld dword [0x100]  (CS:0004)
+        0xD9, 0x36, 0x00, 0x02, // fnstenv [0x200]  (16-bit)
+        0x66, 0xD9, 0x36, 0x00, 0x03, // o32 fnstenv [0x300]
+        0x66, 0xD9, 0x26, 0x00, 0x03, // o32 fldenv [0x300]
+        0xD9, 0x36, 0x40, 0x02, // fnstenv [0x240]
+        0xF4,
+    ];
+    t.ram.write_bytes(0xA000, &code).unwrap();
+    t.cpu.flush_code();
+    let until = t.cpu.s.icount + 100;
+    t.cpu.run(&mut crate::testutil::NullBus, until);
+    assert_eq!(t.cpu.s.rip, code.len() as u64, "ran to the HLT");
+    let rd = |t: &TestCpu, a: u64, n: usize| {
+        let mut b = vec![0u8; n];
+        t.ram.read_bytes(a, &mut b).unwrap();
+        b
+    };
+    let w16 = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let w32 = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let e16 = rd(&t, 0x200, 14);
+    assert_eq!(w16(&e16, 0), 0x037F);
+    assert_eq!(w16(&e16, 2) >> 11 & 7, 6, "TOP");
+    assert_eq!(w16(&e16, 4), 0x0FFF | (1 << 12) | (0 << 14), "tags: R6 valid... R7 valid");
+    assert_eq!(w16(&e16, 6), 0xA004, "FIP[15:0] (linear)");
+    assert_eq!(w16(&e16, 8), 0x106, "FIP[19:16] and FOP");
+    assert_eq!(w16(&e16, 10), 0x0100, "FDP[15:0]");
+    assert_eq!(w16(&e16, 12), 0);
+    let e32 = rd(&t, 0x300, 28);
+    assert_eq!(w32(&e32, 12) & 0xFFFF, 0xA004);
+    assert_eq!(w32(&e32, 16), 0x106);
+    assert_eq!(w32(&e32, 20) & 0xFFFF, 0x100);
+    assert_eq!(w32(&e32, 24), 0);
+    // FLDENV of the 32-bit image then FNSTENV (16-bit) gives the same pointers back.
+    let again = rd(&t, 0x240, 14);
+    assert_eq!(again, e16);
 }

@@ -22,8 +22,12 @@ fn split(v: F80) -> (f64, f64) {
     (hi, sf::to_f64(sf::to_f80_nearest(d)))
 }
 
-/// hi + lo as an inexact intermediate.
+/// hi + lo as an inexact intermediate (an infinite hi stands for a huge value that
+/// overflows when rounded).
 fn approx(hi: f64, lo: f64) -> Exact {
+    if !hi.is_finite() {
+        return Exact::Val(sf::Raw { sign: hi.is_sign_negative(), exp: 1 << 16, sig: 1 << 127 });
+    }
     let lo = if lo.is_finite() { lo } else { 0.0 };
     sf::inexact(sf::add_exact(sf::from_f64(hi), sf::from_f64(lo), Rc::Nearest))
 }
@@ -102,7 +106,7 @@ fn reduce(x: F80) -> (u32, f64, f64) {
     // x = m·2^(e−63); π66/2 = PI66·2^-65; x / (π66/2) = m·2^(e+2) / PI66.
     let n = (u.sig as u128) << (u.exp + 2) as u32;
     let k = (n + PI66 / 2) / PI66;
-    let r = n as i128 - (k * PI66) as i128; // |r| ≤ PI66/2 < 2^65
+    let r = n.wrapping_sub(k * PI66) as i128; // |r| ≤ PI66/2 < 2^65
     let scale = 2f64.powi(-65);
     let hi = r as f64;
     let lo = (r - hi as i128) as f64;
@@ -355,7 +359,12 @@ fn fyl2xp1_inner(x: F80, y: F80, fcw: u16) -> Out {
                     Class::Zero => Out::val(F80::zero(x.sign() != y.sign())),
                     Class::Inf => Out::val(F80::inf(x.sign() != y.sign())),
                     _ => {
-                        let l = fin(sf::mul_exact(fin(ln1p(x)), LOG2E));
+                        let l = if u.exp >= -1 {
+                            // |x| ≥ 1/2: 1 + x is exact enough; take log2 of it directly.
+                            log2(fin(sf::add_exact(x, F80::ONE, Rc::Nearest)))
+                        } else {
+                            fin(sf::mul_exact(fin(ln1p(x)), LOG2E))
+                        };
                         round(sf::inexact(sf::mul_exact(y, l)), fcw)
                     }
                 }
