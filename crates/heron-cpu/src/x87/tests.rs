@@ -2,6 +2,7 @@
 //! bytes run natively (in an RWX page mapped with a raw mmap syscall, the host state saved
 //! and restored around them with FXSAVE/FXRSTOR) and in Heron's `TestCpu`, on identical
 //! data memory addressed through RDI; the FNSAVE images and memory are compared.
+//! Behaviour the SDM leaves implementation-dependent was checked on an AMD EPYC host.
 
 use std::arch::asm;
 
@@ -1089,7 +1090,7 @@ fn x87_fxsave_layout() {
         let code = wrap(&asm(|a| a.fxsave(ptr(rdi + FX as i32)).unwrap()));
         heron_run(&mut t, &code, &mut xm);
         img.copy_from_slice(&xm.0[FX..FX + 512]);
-        let mxcsr = (r.next() as u32 & 0xFFBF) | 0x1F80;
+        let mxcsr = (r.next() as u32 & super::MXCSR_MASK) | 0x1F80;
         img[24..28].copy_from_slice(&mxcsr.to_le_bytes());
         for b in img[160..416].iter_mut() {
             *b = r.next() as u8;
@@ -1167,6 +1168,16 @@ fn x87_transcendental() {
             let y = if k % 10 == 1 { gen_f80(&mut r) } else { F80 { se: s ^ 0x8000 | (0x3FFF - 100 + r.below(200)) as u16, sig: J | r.next() } };
             let mut m = Mem::new();
             m.put(IN, &image(fcw_of(0, 3), 0, 4, &[x, y]));
+            // Outside the documented domains the result is undefined and differs between
+            // vendors (AMD returns the operand): not compared.
+            let undefined = match *name {
+                "f2xm1" => matches!(x.class(), Class::Normal | Class::Denormal) && x.abs().se >= 0x3FFF && x.abs() != F80::ONE,
+                "fyl2xp1" => x.sign() && matches!(x.class(), Class::Normal) && x.bexp() >= 0x3FFF,
+                _ => false,
+            };
+            if undefined {
+                continue;
+            }
             let (h, e) = both(&mut t, &asm(*emit), &m);
             total += 1;
             let mut err = 0.0f64;
