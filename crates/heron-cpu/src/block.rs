@@ -103,6 +103,30 @@ impl Hasher for FxHasher {
 }
 type BlockMap = HashMap<(u64, u64, u32), Rc<Block>, BuildHasherDefault<FxHasher>>;
 
+/// Entries of the jump cache (a power of two).
+const JMP_CACHE_SIZE: usize = 4096;
+
+/// A direct-mapped cache in front of the block map, indexed by RIP (QEMU's tb_jmp_cache):
+/// most block lookups hit here without hashing.
+struct JmpCache {
+    keys: Vec<(u64, u64, u32)>,
+    blocks: Vec<Option<Rc<Block>>>,
+}
+
+impl JmpCache {
+    fn new() -> Self {
+        JmpCache { keys: vec![(u64::MAX, 0, 0); JMP_CACHE_SIZE], blocks: vec![None; JMP_CACHE_SIZE] }
+    }
+    #[inline]
+    fn index(rip: u64) -> usize {
+        ((rip ^ (rip >> 12)) as usize) & (JMP_CACHE_SIZE - 1)
+    }
+    fn clear(&mut self) {
+        self.keys.fill((u64::MAX, 0, 0));
+        self.blocks.fill(None);
+    }
+}
+
 /// Counters for `--stats`.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -127,6 +151,7 @@ pub struct Cpu {
     ram: GuestRam,
     code: CodeMap,
     blocks: BlockMap,
+    jmp_cache: JmpCache,
     fetch: Vec<u8>,
     /// Print every instruction from this instruction count on (HERON_TRACE_FROM, a debugging
     /// aid until `--trace` exists).
@@ -140,13 +165,14 @@ impl Cpu {
     pub fn new(ram: GuestRam) -> Self {
         let code = CodeMap::new(ram.size());
         let trace_from = std::env::var("HERON_TRACE_FROM").ok().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
-        Cpu { s: CpuState::new(), ram, code, blocks: BlockMap::default(), fetch: Vec::with_capacity(4096 + 16), trace_from, stats: Stats::default() }
+        Cpu { s: CpuState::new(), ram, code, blocks: BlockMap::default(), jmp_cache: JmpCache::new(), fetch: Vec::with_capacity(4096 + 16), trace_from, stats: Stats::default() }
     }
 
     /// Forget all decoded blocks and TLB entries (after the machine rewrote RAM behind the
     /// CPU's back, e.g. loading a kernel).
     pub fn flush_code(&mut self) {
         self.blocks.clear();
+        self.jmp_cache.clear();
         for p in 0..self.code.has_code.len() {
             if self.code.has_code[p] {
                 self.code.invalidate_page((p as u64) << 12);
@@ -167,10 +193,11 @@ impl Cpu {
     /// Run until `icount` reaches `until` or something needs the machine (see [`ExitReason`]).
     pub fn run(&mut self, bus: &mut dyn Bus, until: u64) -> ExitReason {
         let ram_size = self.ram.size();
-        let Cpu { s, ram, code, blocks, fetch, stats, trace_from } = self;
+        let Cpu { s, ram, code, blocks, jmp_cache, fetch, stats, trace_from } = self;
         let bits = s.code_bits();
         let mut ctx = Ctx { s, ram, ram_size, code, bus, bits, smc: false, io_touched: false, end_block: false, stats_tlb_miss: 0 };
-        let r = run_loop(&mut ctx, blocks, fetch, stats, until, *trace_from);
+        let mut caches = Caches { blocks, jmp: jmp_cache, fetch };
+        let r = run_loop(&mut ctx, &mut caches, stats, until, *trace_from);
         stats.tlb_misses += ctx.stats_tlb_miss;
         r
     }
@@ -187,7 +214,14 @@ fn trace_insn(ctx: &Ctx, i: &Instruction) {
     );
 }
 
-fn run_loop(ctx: &mut Ctx, blocks: &mut BlockMap, fetch: &mut Vec<u8>, stats: &mut Stats, until: u64, trace_from: u64) -> ExitReason {
+/// The decoded-code caches the run loop needs.
+struct Caches<'a> {
+    blocks: &'a mut BlockMap,
+    jmp: &'a mut JmpCache,
+    fetch: &'a mut Vec<u8>,
+}
+
+fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64, trace_from: u64) -> ExitReason {
     // The INTR line only changes when the machine runs (between calls) or on INTA: devices
     // are reached only through I/O, which ends this call.
     let mut intr = ctx.bus.interrupt_pending();
@@ -214,7 +248,7 @@ fn run_loop(ctx: &mut Ctx, blocks: &mut BlockMap, fetch: &mut Vec<u8>, stats: &m
         if ctx.s.halted {
             return ExitReason::Halted;
         }
-        let block = match get_block(ctx, blocks, fetch, stats) {
+        let block = match get_block(ctx, caches, stats) {
             Ok(b) => b,
             Err(e) => {
                 if let Err(r) = raise(ctx, stats, e.vector, e.error_code, IntSource::Exception) {
@@ -311,7 +345,15 @@ fn raise(ctx: &mut Ctx, stats: &mut Stats, v: u8, code: Option<u32>, src: IntSou
     Err(ExitReason::TripleFault(format!("unrecoverable fault delivering vector {v}")))
 }
 
-fn get_block(ctx: &mut Ctx, blocks: &mut BlockMap, fetch: &mut Vec<u8>, stats: &mut Stats) -> Result<Rc<Block>, Exception> {
+impl Block {
+    /// Still valid: every page it was decoded from holds code of the same generation.
+    #[inline]
+    fn valid(&self, code: &CodeMap) -> bool {
+        self.gens[0] == code.gen(self.pages[0]) && self.gens[1] == code.gen(self.pages[1]) && code.is_code_page(self.pages[0]) && code.is_code_page(self.pages[1])
+    }
+}
+
+fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc<Block>, Exception> {
     let bits = ctx.bits;
     let rip = ctx.s.rip;
     let cs = ctx.s.seg[sreg::CS];
@@ -325,11 +367,22 @@ fn get_block(ctx: &mut Ctx, blocks: &mut BlockMap, fetch: &mut Vec<u8>, stats: &
         None => ctx.translate(la, TlbKind::Fetch, user)?,
     };
     let key = (rip, pa, bits);
-    if let Some(b) = blocks.get(&key) {
-        if b.gens[0] == ctx.code.gen(b.pages[0]) && b.gens[1] == ctx.code.gen(b.pages[1]) && ctx.code.is_code_page(b.pages[0]) && ctx.code.is_code_page(b.pages[1]) {
+    let ji = JmpCache::index(rip);
+    if caches.jmp.keys[ji] == key {
+        if let Some(b) = &caches.jmp.blocks[ji] {
+            if b.valid(ctx.code) {
+                return Ok(b.clone());
+            }
+        }
+    }
+    if let Some(b) = caches.blocks.get(&key) {
+        if b.valid(ctx.code) {
+            caches.jmp.keys[ji] = key;
+            caches.jmp.blocks[ji] = Some(b.clone());
             return Ok(b.clone());
         }
     }
+    let (blocks, fetch) = (&mut *caches.blocks, &mut *caches.fetch);
     // Decode a new block from this page.
     ctx.fetch_page(la, fetch)?;
     let mut insns = Vec::with_capacity(16);
@@ -371,10 +424,13 @@ fn get_block(ctx: &mut Ctx, blocks: &mut BlockMap, fetch: &mut Vec<u8>, stats: &
     }
     if blocks.len() >= MAX_BLOCKS {
         blocks.clear();
+        caches.jmp.clear();
         stats.cache_flushes += 1;
     }
     let b = Rc::new(Block { insns, pages: [p1, page2], gens: [g1, g2] });
     blocks.insert(key, b.clone());
+    caches.jmp.keys[ji] = key;
+    caches.jmp.blocks[ji] = Some(b.clone());
     Ok(b)
 }
 

@@ -274,16 +274,6 @@ impl Ctx<'_> {
         self.s.regs[4] = (self.s.regs[4] & !m) | (self.s.regs[4].wrapping_add(n) & m);
     }
 
-    /// Mask an IP value to the current code size.
-    #[inline]
-    pub fn mask_ip(&self, ip: u64) -> u64 {
-        match self.bits {
-            64 => ip,
-            32 => ip & 0xFFFF_FFFF,
-            _ => ip & 0xFFFF,
-        }
-    }
-
     /// Near jump to `target` (CS limit check outside 64-bit mode, canonical check inside).
     pub fn jump(&mut self, target: u64, size: u32) -> Res<()> {
         let t = target & mask(size);

@@ -99,6 +99,12 @@ pub trait ConsoleInput {
     fn quit_requested(&self) -> bool {
         false
     }
+    /// A person is typing (a terminal): while the guest idles, the machine waits for input in
+    /// real time instead of jumping virtual time ahead at full host speed. Runs with
+    /// non-interactive input stay deterministic.
+    fn interactive(&self) -> bool {
+        false
+    }
 }
 
 /// No console input at all.
@@ -257,6 +263,18 @@ impl Machine {
                     match self.board.next_deadline() {
                         Some(d) => {
                             let target = ns_to_insns(d);
+                            if input.interactive() {
+                                let gap = Duration::from_nanos(insns_to_ns(target.saturating_sub(self.cpu.s.icount)));
+                                if gap > Duration::from_millis(1) {
+                                    out.flush()?;
+                                    if let Some(bytes) = input.wait(gap.min(Duration::from_millis(50))) {
+                                        self.pending_input.extend(bytes);
+                                        if !self.pending_input.is_empty() {
+                                            continue;
+                                        }
+                                    }
+                                }
+                            }
                             let target = insn_limit.map_or(target, |l| target.min(l));
                             self.cpu.s.icount = self.cpu.s.icount.max(target);
                         }

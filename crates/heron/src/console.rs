@@ -124,4 +124,8 @@ impl ConsoleInput for StdinConsole {
     fn quit_requested(&self) -> bool {
         self.quit.load(Ordering::SeqCst)
     }
+
+    fn interactive(&self) -> bool {
+        self.saved.is_some()
+    }
 }

@@ -38,6 +38,56 @@ struct Cli {
     /// Print execution statistics to standard error at exit.
     #[arg(long)]
     stats: bool,
+    /// Date the RTC starts from: `now` (the host clock at start), `YYYY-MM-DD`,
+    /// `YYYY-MM-DDTHH:MM:SS` (UTC) or `@SECONDS` since 1970. The default is a fixed date so
+    /// that runs are reproducible byte for byte; afterwards the RTC follows the virtual clock.
+    #[arg(long, value_name = "DATE", default_value = DEFAULT_RTC_BASE, value_parser = parse_rtc_base)]
+    rtc_base: RtcBase,
+}
+
+/// The default `--rtc-base`: fixed, so the guest sees the same date on every run.
+const DEFAULT_RTC_BASE: &str = "2025-01-01T00:00:00";
+
+/// Where the RTC's date comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RtcBase {
+    /// The host clock when the machine starts.
+    Now,
+    /// Seconds since 1970-01-01T00:00:00 UTC.
+    Fixed(i64),
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+fn parse_rtc_base(s: &str) -> Result<RtcBase, String> {
+    let bad = || format!("invalid --rtc-base '{s}': expected now, YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS or @SECONDS");
+    if s == "now" {
+        return Ok(RtcBase::Now);
+    }
+    if let Some(n) = s.strip_prefix('@') {
+        return n.parse().map(RtcBase::Fixed).map_err(|_| bad());
+    }
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
+    let num = |v: Option<&str>, lo: i64, hi: i64| -> Result<i64, String> {
+        let n: i64 = v.ok_or_else(bad)?.parse().map_err(|_| bad())?;
+        if (lo..=hi).contains(&n) { Ok(n) } else { Err(bad()) }
+    };
+    let mut d = date.split('-');
+    let (y, mo, day) = (num(d.next(), 1970, 9999)?, num(d.next(), 1, 12)?, num(d.next(), 1, 31)?);
+    let mut t = time.split(':');
+    let (h, mi, sec) = (num(t.next(), 0, 23)?, num(t.next(), 0, 59)?, num(t.next(), 0, 59)?);
+    if d.next().is_some() || t.next().is_some() {
+        return Err(bad());
+    }
+    Ok(RtcBase::Fixed(days_from_civil(y, mo, day) * 86400 + h * 3600 + mi * 60 + sec))
 }
 
 /// Parse "256M", "1G", "65536K", "512" (MiB) into bytes.
@@ -66,7 +116,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bail!("--timeout must be a positive number of seconds");
         }
     }
-    let rtc_start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let rtc_start = match cli.rtc_base {
+        RtcBase::Now => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+        RtcBase::Fixed(t) => t,
+    };
     let cfg = MachineConfig { memory: cli.memory, kernel, initrd, cmdline: cli.append.clone(), no_reboot: cli.no_reboot, rtc_start };
     let mut machine = Machine::new(cfg).with_context(|| format!("cannot boot '{}'", cli.kernel.display()))?;
     let limits = RunLimits { max_insns: cli.max_insns, timeout: cli.timeout.map(Duration::from_secs_f64) };
@@ -122,7 +175,19 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_rtc_base, parse_size, RtcBase};
+
+    #[test]
+    fn rtc_bases() {
+        assert_eq!(parse_rtc_base("now").unwrap(), RtcBase::Now);
+        assert_eq!(parse_rtc_base("1970-01-01").unwrap(), RtcBase::Fixed(0));
+        assert_eq!(parse_rtc_base("2025-01-01T00:00:00").unwrap(), RtcBase::Fixed(1_735_689_600));
+        assert_eq!(parse_rtc_base("2000-03-01T12:30:05").unwrap(), RtcBase::Fixed(951_913_805));
+        assert_eq!(parse_rtc_base("@42").unwrap(), RtcBase::Fixed(42));
+        for bad in ["yesterday", "2025-13-01", "2025-01-01T25:00:00", "2025-01", "@x", "2025-01-01-01"] {
+            assert!(parse_rtc_base(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes() {
