@@ -37,6 +37,10 @@ pub enum MachineError {
     /// ACPI tables could not be built.
     #[error(transparent)]
     Acpi(#[from] acpi::AcpiError),
+    /// A defect in Heron itself (a panic inside the CPU or a device model), with the CPU
+    /// state at that point.
+    #[error("internal emulator error: {0}")]
+    Internal(String),
     /// Writing the serial console failed.
     #[error("console output failed: {0}")]
     Console(#[from] std::io::Error),
@@ -225,7 +229,16 @@ impl Machine {
             if let Some(l) = insn_limit {
                 until = until.min(l);
             }
-            let exit = self.cpu.run(&mut self.board, until);
+            let exit = {
+                let (cpu, board) = (&mut self.cpu, &mut self.board);
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cpu.run(board, until))) {
+                    Ok(e) => e,
+                    Err(p) => {
+                        let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+                        return Err(MachineError::Internal(format!("{what}\n{}", self.cpu.describe())));
+                    }
+                }
+            };
             self.cpu.set_a20(self.board.a20_enabled());
             self.drain_output(out)?;
             if last_flush.elapsed() > Duration::from_millis(20) {
