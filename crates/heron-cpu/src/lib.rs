@@ -5,6 +5,8 @@
 //! The CPU sees the rest of the machine only through [`heron_softmmu::Bus`] (port I/O, MMIO,
 //! the INTR line) and guest RAM ([`heron_softmmu::GuestRam`]).
 
+#![warn(missing_docs)]
+
 pub mod block;
 pub mod cpuid;
 mod exec;

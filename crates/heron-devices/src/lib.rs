@@ -6,6 +6,8 @@
 //! Time is virtual (DESIGN.md §8): `now` is nanoseconds of guest time derived from retired
 //! guest instructions, never the host clock (except the RTC's initial date, read once at start).
 
+#![warn(missing_docs)]
+
 pub mod acpi_pm;
 pub mod i8042;
 pub mod pci;

@@ -2,6 +2,8 @@
 //! the run loop. The CLI builds a [`Machine`] from a [`MachineConfig`] and calls
 //! [`Machine::run`].
 
+#![warn(missing_docs)]
+
 pub mod acpi;
 pub mod board;
 pub mod linux;

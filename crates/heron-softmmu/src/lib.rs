@@ -5,6 +5,8 @@
 //! [`walk::walk`] and a TLB fill); this crate holds the pieces that do not depend on the
 //! instruction set.
 
+#![warn(missing_docs)]
+
 pub mod ram;
 pub mod tlb;
 pub mod walk;

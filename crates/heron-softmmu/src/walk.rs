@@ -8,7 +8,10 @@ pub enum PagingMode {
     /// CR0.PG = 0: linear = physical.
     None,
     /// 32-bit paging (CR4.PAE = 0), 4 KiB and, with CR4.PSE, 4 MiB pages.
-    Legacy { pse: bool },
+    Legacy {
+        /// CR4.PSE: 4 MiB pages allowed.
+        pse: bool,
+    },
     /// PAE paging (CR4.PAE = 1, not IA-32e), 4 KiB and 2 MiB pages.
     Pae,
     /// 4-level paging (IA-32e mode), 4 KiB and 2 MiB pages.
