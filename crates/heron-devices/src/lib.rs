@@ -39,6 +39,25 @@ pub trait Device {
     fn tick(&mut self, _now: Nanos) {}
 }
 
+/// Errors of a DMA transfer: the guest pointed a device at memory that is not RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("DMA to guest-physical {addr:#x}+{len:#x} is outside RAM")]
+pub struct DmaError {
+    /// Guest-physical start address.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// Guest memory as seen by a bus-mastering device (IDE bus master, e1000): guest-physical
+/// addresses, RAM only. The machine implements it; a device holds a boxed handle.
+pub trait DmaMemory {
+    /// Read `buf.len()` bytes at guest-physical `addr`.
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError>;
+    /// Write `buf` at guest-physical `addr`.
+    fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), DmaError>;
+}
+
 /// Little-endian value of an access buffer (1–8 bytes).
 pub fn le_value(data: &[u8]) -> u64 {
     let mut v = 0u64;
