@@ -877,7 +877,11 @@ impl Ctx<'_> {
         let cnt = (cnt_raw & if size == 8 { 63 } else { 31 }) as u32;
         if cnt == 0 {
             // Count 0: no flags change (but a memory operand is still written back on real CPUs;
-            // the value is unchanged so skip the write).
+            // the value is unchanged so skip the write). A 32-bit register destination is still
+            // written, so its upper half is cleared.
+            if let Loc::Reg(_) = d {
+                self.write_loc(d, size, a)?;
+            }
             return Ok(());
         }
         let mk = mask(size);
@@ -967,6 +971,10 @@ impl Ctx<'_> {
         let b = self.get_reg(i.op1_register());
         let cnt = (self.read_op(i, 2, 1)? & if size == 8 { 63 } else { 31 }) as u32;
         if cnt == 0 {
+            // As for the other shifts: a 32-bit register destination is zero-extended.
+            if let Loc::Reg(_) = d {
+                self.write_loc(d, size, a)?;
+            }
             return Ok(());
         }
         let mk = mask(size);
@@ -1179,9 +1187,11 @@ impl Ctx<'_> {
         };
         // Address size from the implicit operands.
         let asz: u32 = {
-            let k = if matches!(m, M::Stosb | M::Stosw | M::Stosd | M::Stosq | M::Scasb | M::Scasw | M::Scasd | M::Scasq | M::Insb | M::Insw | M::Insd) {
+            // The string operand is op0 for STOS/INS/MOVS/CMPS, op1 for LODS/OUTS/SCAS (whose
+            // op0 is the accumulator).
+            let k = if matches!(m, M::Stosb | M::Stosw | M::Stosd | M::Stosq | M::Insb | M::Insw | M::Insd) {
                 i.op0_kind()
-            } else if matches!(m, M::Lodsb | M::Lodsw | M::Lodsd | M::Lodsq | M::Outsb | M::Outsw | M::Outsd) {
+            } else if matches!(m, M::Lodsb | M::Lodsw | M::Lodsd | M::Lodsq | M::Outsb | M::Outsw | M::Outsd | M::Scasb | M::Scasw | M::Scasd | M::Scasq) {
                 i.op1_kind()
             } else {
                 i.op0_kind()
@@ -1323,17 +1333,20 @@ impl Ctx<'_> {
         // SAFETY: both blocks lie within single RAM pages mapped by the TLB (host_ptr on their
         // lowest byte; `room` keeps them inside the page). Overlap where the element order
         // matters (copying towards the not-yet-read source) is done element by element in
-        // the architectural order; otherwise a memmove gives the same result.
+        // the architectural order, each element read whole before it is written (so a
+        // distance smaller than the element size behaves as on hardware); otherwise a memmove
+        // gives the same result.
         unsafe {
             let overlap_fwd = !back && dp > sp && (dp as u64) < sp as u64 + bytes;
             let overlap_back = back && dp < sp && (dp as u64) + bytes > sp as u64;
+            let sz = size as usize;
             if overlap_fwd {
-                for k in 0..bytes as usize {
-                    *dp.add(k) = *sp.add(k);
+                for k in 0..n as usize {
+                    std::ptr::copy(sp.add(k * sz), dp.add(k * sz), sz);
                 }
             } else if overlap_back {
-                for k in (0..bytes as usize).rev() {
-                    *dp.add(k) = *sp.add(k);
+                for k in (0..n as usize).rev() {
+                    std::ptr::copy(sp.add(k * sz), dp.add(k * sz), sz);
                 }
             } else {
                 std::ptr::copy(sp, dp, bytes as usize);
