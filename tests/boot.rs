@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use heron_machine::{Machine, MachineConfig, NoInput, RunLimits, RunOutcome};
+use heron_machine::{Firmware, Machine, MachineConfig, NoInput, RunLimits, RunOutcome};
 
 fn guests() -> Option<PathBuf> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/guests");
@@ -22,9 +22,11 @@ fn boot(cmdline: &str) -> Option<(RunOutcome, String)> {
     let g = guests()?;
     let cfg = MachineConfig {
         memory: 256 << 20,
-        kernel: std::fs::read(g.join("vmlinuz")).unwrap(),
-        initrd: Some(std::fs::read(g.join("initramfs.cpio.gz")).unwrap()),
-        cmdline: cmdline.to_string(),
+        firmware: Firmware::Linux {
+            kernel: std::fs::read(g.join("vmlinuz")).unwrap(),
+            initrd: Some(std::fs::read(g.join("initramfs.cpio.gz")).unwrap()),
+            cmdline: cmdline.to_string(),
+        },
         no_reboot: true,
         rtc_start: 1_700_000_000,
     };

@@ -636,7 +636,8 @@ impl Ctx<'_> {
                 Ok(())
             }
             Register::CR4 => {
-                let allowed = cr::CR4_VME * 0 | cr::CR4_PVI * 0 | cr::CR4_TSD | cr::CR4_DE | cr::CR4_PSE | cr::CR4_PAE | cr::CR4_MCE | cr::CR4_PGE | cr::CR4_PCE | cr::CR4_OSFXSR | cr::CR4_OSXMMEXCPT;
+                // VME and PVI are not supported (no virtual-8086 mode extensions).
+                let allowed = cr::CR4_TSD | cr::CR4_DE | cr::CR4_PSE | cr::CR4_PAE | cr::CR4_MCE | cr::CR4_PGE | cr::CR4_PCE | cr::CR4_OSFXSR | cr::CR4_OSXMMEXCPT;
                 if v & !allowed != 0 || (self.s.long_mode() && v & cr::CR4_PAE == 0) {
                     return Err(Exception::gp(0));
                 }

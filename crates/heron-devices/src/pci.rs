@@ -391,6 +391,13 @@ impl ConfigSpace {
     }
 }
 
+/// Subsystem vendor ID of the QEMU PC platform (Red Hat, 0x1AF4). Heron implements that
+/// platform's firmware interfaces (fw_cfg, PIIX3, ACPI PM at 0x600), and SeaBIOS recognizes
+/// it by the host bridge's subsystem IDs (SeaBIOS src/hw/pci.c, `qemu_detect`).
+pub const QEMU_SUBSYSTEM_VENDOR: u16 = 0x1AF4;
+/// Subsystem ID "QEMU virtual machine" (0x1100), paired with [`QEMU_SUBSYSTEM_VENDOR`].
+pub const QEMU_SUBSYSTEM_ID: u16 = 0x1100;
+
 /// A PCI function on bus 0: a config space plus optional side effects of config accesses.
 ///
 /// Implementors provide [`PciFunction::config`] / [`PciFunction::config_mut`]; the default
@@ -457,6 +464,7 @@ impl I440fx {
         c.set_revision(0x02);
         c.set_class_code(0x06_00_00);
         c.set_header_type(0x00);
+        c.set_subsystem(QEMU_SUBSYSTEM_VENDOR, QEMU_SUBSYSTEM_ID);
         c.set_u16(REG_COMMAND, COMMAND_MEMORY_SPACE | COMMAND_BUS_MASTER);
         c.set_wmask_u16(
             REG_COMMAND,

@@ -263,18 +263,33 @@ pub fn build_acpi_tables(ram: &mut GuestRam, base: u64, pm_base: u16, sci_irq: u
     if !base.is_multiple_of(64) {
         return Err(AcpiError::Misaligned { base });
     }
-    if u32::from(pm_base) + u32::from(PM_TMR_OFFSET as u16) + u32::from(PM_TMR_LEN) > 0x1_0000 {
-        return Err(AcpiError::BadPmBase(pm_base));
-    }
-    let dsdt = dsdt(ram.size());
-    let total = DSDT_OFFSET + dsdt.len() as u64;
-    let end = base.saturating_add(total);
+    check_pm_base(pm_base)?;
+    // Wrapping: a base near the top of the address space is rejected just below.
+    let blob = acpi_blob(|off| base.wrapping_add(off), ram.size(), pm_base, sci_irq);
+    let end = base.saturating_add(blob.len() as u64);
     if base < BIOS_AREA_START || end > BIOS_AREA_END {
         return Err(AcpiError::OutsideBiosArea { base, end });
     }
-    let at = |off: u64| base + off;
+    ram.write_bytes(base, &blob)?;
+    Ok(base + RSDP_OFFSET)
+}
 
-    let mut blob = vec![0u8; total as usize];
+/// The PM register block must fit below port 0x10000.
+fn check_pm_base(pm_base: u16) -> Result<(), AcpiError> {
+    if u32::from(pm_base) + u32::from(PM_TMR_OFFSET as u16) + u32::from(PM_TMR_LEN) > 0x1_0000 {
+        return Err(AcpiError::BadPmBase(pm_base));
+    }
+    Ok(())
+}
+
+/// The whole table block of the layout in the module documentation (RSDP at offset 0 … DSDT
+/// at [`DSDT_OFFSET`]), every table sealed with its checksum. Each table-to-table pointer holds
+/// `at(offset of the target)`: the target's address for direct boot, or its offset inside the
+/// fw_cfg tables blob for [`acpi_fw_cfg_files`]. `pm_base` must have passed [`check_pm_base`].
+/// This is the one place the tables are put together; both boot paths use it.
+fn acpi_blob(at: impl Fn(u64) -> u64, ram_size: u64, pm_base: u16, sci_irq: u8) -> Vec<u8> {
+    let dsdt = dsdt(ram_size);
+    let mut blob = vec![0u8; DSDT_OFFSET as usize + dsdt.len()];
     let mut place = |off: u64, bytes: &[u8]| {
         blob[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
     };
@@ -284,8 +299,210 @@ pub fn build_acpi_tables(ram: &mut GuestRam, base: u64, pm_base: u16, sci_irq: u
     place(XSDT_OFFSET, &xsdt(&[at(FADT_OFFSET)]));
     place(FADT_OFFSET, &fadt(at(FACS_OFFSET), at(DSDT_OFFSET), pm_base, sci_irq));
     place(DSDT_OFFSET, &dsdt);
-    ram.write_bytes(base, &blob)?;
-    Ok(at(RSDP_OFFSET))
+    blob
+}
+
+// ---- fw_cfg blobs and the BIOS linker/loader (SeaBIOS) ---------------------------------------
+
+/// fw_cfg file holding the RSDP (QEMU `ACPI_BUILD_RSDP_FILE`).
+pub const ACPI_RSDP_FILE: &str = "etc/acpi/rsdp";
+/// fw_cfg file holding every other table (QEMU `ACPI_BUILD_TABLE_FILE`).
+pub const ACPI_TABLES_FILE: &str = "etc/acpi/tables";
+/// fw_cfg file holding the linker/loader script (QEMU `ACPI_BUILD_LOADER_FILE`).
+pub const TABLE_LOADER_FILE: &str = "etc/table-loader";
+/// Offset in the direct-boot layout where the tables blob starts: the tables blob is the
+/// direct-boot block from the FACS on, so a table's offset in the blob is its offset in the
+/// module documentation's table minus this.
+pub const TABLES_BLOB_START: u64 = FACS_OFFSET;
+/// Size of one loader command (SeaBIOS `struct romfile_loader_entry_s`).
+pub const LOADER_ENTRY_LEN: usize = 128;
+/// Size of a file name field in a loader command, including the terminating NUL.
+pub const LOADER_FILE_NAME_LEN: usize = 56;
+/// Loader command: allocate and load a file.
+pub const LOADER_ALLOCATE: u32 = 1;
+/// Loader command: add a file's address to a pointer field.
+pub const LOADER_ADD_POINTER: u32 = 2;
+/// Loader command: fix up a checksum byte.
+pub const LOADER_ADD_CHECKSUM: u32 = 3;
+/// Loader command: write a pointer back to QEMU (not used here).
+pub const LOADER_WRITE_POINTER: u32 = 4;
+/// ALLOCATE zone: high memory (SeaBIOS `ZoneHigh`, the top of RAM below 4 GiB, e820-reserved).
+pub const LOADER_ZONE_HIGH: u8 = 1;
+/// ALLOCATE zone: the F segment (0xF0000 – 0xFFFFF, where an OS scans for the RSDP).
+pub const LOADER_ZONE_FSEG: u8 = 2;
+
+/// One command of the BIOS linker/loader script (QEMU `hw/acpi/bios-linker-loader.c`, SeaBIOS
+/// `src/fw/romfile_loader.[ch]`). Encoded as a [`LOADER_ENTRY_LEN`]-byte little-endian record:
+/// command u32 at 0, then per command
+///
+/// * ALLOCATE: file\[56\] at 4, align u32 at 60, zone u8 at 64;
+/// * ADD_POINTER: dest_file\[56\] at 4, src_file\[56\] at 60, offset u32 at 116, size u8 at 120;
+/// * ADD_CHECKSUM: file\[56\] at 4, offset u32 at 60, start u32 at 64, length u32 at 68;
+///
+/// the rest zero. File names are NUL-padded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoaderCommand {
+    /// Copy the fw_cfg file `file` into firmware memory of `zone` ([`LOADER_ZONE_HIGH`] or
+    /// [`LOADER_ZONE_FSEG`]) at an address aligned to `align` bytes (a power of two).
+    Allocate {
+        /// fw_cfg file name.
+        file: String,
+        /// Alignment in bytes.
+        align: u32,
+        /// Memory zone.
+        zone: u8,
+    },
+    /// Add the address where `src` was allocated to the `size`-byte (1, 2, 4 or 8)
+    /// little-endian field at byte `offset` of `dest`: the field holds an offset inside `src`
+    /// and becomes the guest-physical address of that byte.
+    AddPointer {
+        /// File holding the pointer field.
+        dest: String,
+        /// File the pointer points into.
+        src: String,
+        /// Byte offset of the field in `dest`.
+        offset: u32,
+        /// Field size in bytes.
+        size: u8,
+    },
+    /// Subtract the 8-bit sum of `file[start .. start + length]` from the byte at `offset`, so
+    /// the range sums to 0 (an ACPI checksum).
+    AddChecksum {
+        /// File to fix up.
+        file: String,
+        /// Byte offset of the checksum byte.
+        offset: u32,
+        /// First byte of the summed range.
+        start: u32,
+        /// Length of the summed range in bytes.
+        length: u32,
+    },
+}
+
+impl LoaderCommand {
+    /// The command's 128-byte record.
+    ///
+    /// # Panics
+    ///
+    /// If a file name has 56 bytes or more (the names used here are constants).
+    pub fn encode(&self) -> [u8; LOADER_ENTRY_LEN] {
+        let mut e = [0u8; LOADER_ENTRY_LEN];
+        let name = |e: &mut [u8; LOADER_ENTRY_LEN], at: usize, n: &str| {
+            assert!(n.len() < LOADER_FILE_NAME_LEN, "loader file name {n:?} too long");
+            e[at..at + n.len()].copy_from_slice(n.as_bytes());
+        };
+        match self {
+            LoaderCommand::Allocate { file, align, zone } => {
+                put_u32(&mut e, 0, LOADER_ALLOCATE);
+                name(&mut e, 4, file);
+                put_u32(&mut e, 60, *align);
+                e[64] = *zone;
+            }
+            LoaderCommand::AddPointer { dest, src, offset, size } => {
+                put_u32(&mut e, 0, LOADER_ADD_POINTER);
+                name(&mut e, 4, dest);
+                name(&mut e, 60, src);
+                put_u32(&mut e, 116, *offset);
+                e[120] = *size;
+            }
+            LoaderCommand::AddChecksum { file, offset, start, length } => {
+                put_u32(&mut e, 0, LOADER_ADD_CHECKSUM);
+                name(&mut e, 4, file);
+                put_u32(&mut e, 60, *offset);
+                put_u32(&mut e, 64, *start);
+                put_u32(&mut e, 68, *length);
+            }
+        }
+        e
+    }
+
+    /// Decode a 128-byte record; `None` for other commands (SeaBIOS skips those) or names
+    /// without a terminating NUL.
+    pub fn decode(e: &[u8; LOADER_ENTRY_LEN]) -> Option<LoaderCommand> {
+        let u32_at = |o: usize| u32::from_le_bytes(e[o..o + 4].try_into().unwrap());
+        let name = |o: usize| -> Option<String> {
+            let field = &e[o..o + LOADER_FILE_NAME_LEN];
+            let end = field.iter().position(|&b| b == 0)?;
+            Some(String::from_utf8_lossy(&field[..end]).into_owned())
+        };
+        Some(match u32_at(0) {
+            LOADER_ALLOCATE => LoaderCommand::Allocate { file: name(4)?, align: u32_at(60), zone: e[64] },
+            LOADER_ADD_POINTER => {
+                LoaderCommand::AddPointer { dest: name(4)?, src: name(60)?, offset: u32_at(116), size: e[120] }
+            }
+            LOADER_ADD_CHECKSUM => {
+                LoaderCommand::AddChecksum { file: name(4)?, offset: u32_at(60), start: u32_at(64), length: u32_at(68) }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// The same tables as [`build_acpi_tables`], as the fw_cfg files QEMU hands SeaBIOS, for a
+/// machine with `ram_size` bytes of RAM from address 0 (the DSDT's PCI hole depends on it), PM
+/// registers at I/O port `pm_base` and the SCI on ISA IRQ `sci_irq`:
+///
+/// * [`ACPI_RSDP_FILE`]: the 36-byte RSDP, checksums zero, its RSDT and XSDT fields holding the
+///   tables' offsets in [`ACPI_TABLES_FILE`];
+/// * [`ACPI_TABLES_FILE`]: FACS, RSDT, XSDT, FADT and DSDT, laid out as the module
+///   documentation's table from offset [`TABLES_BLOB_START`] on (FACS at blob offset 0, so the
+///   blob's 64-byte alignment aligns it), header checksums zero, pointers holding offsets in
+///   the blob;
+/// * [`TABLE_LOADER_FILE`]: the [`LoaderCommand`]s, in QEMU's order: ALLOCATE the tables
+///   (HIGH zone, align 64); per table its ADD_POINTERs (RSDT → FADT 4 bytes, XSDT → FADT
+///   8 bytes, FADT FIRMWARE_CTRL → FACS 4 bytes, FADT DSDT → DSDT 4 bytes, FADT X_DSDT → DSDT
+///   8 bytes; X_FIRMWARE_CTRL stays 0) then its ADD_CHECKSUM over the whole table (none for the
+///   FACS, which has no checksum); ALLOCATE the RSDP (FSEG zone, align 16), its two
+///   ADD_POINTERs (RSDT 4 bytes at 16, XSDT 8 bytes at 24), its checksum over bytes 0 – 19,
+///   then its extended checksum over all 36 bytes.
+///
+/// After SeaBIOS runs the script, the tables are byte for byte what [`build_acpi_tables`]
+/// writes at an RSDP address R whose tables start at R + [`TABLES_BLOB_START`] — only the
+/// addresses differ. Returned in the order rsdp, tables, loader.
+pub fn acpi_fw_cfg_files(ram_size: u64, pm_base: u16, sci_irq: u8) -> Result<Vec<(String, Vec<u8>)>, AcpiError> {
+    check_pm_base(pm_base)?;
+    // Pointers hold offsets relative to the start of the tables blob.
+    let blob = acpi_blob(|off| off - TABLES_BLOB_START, ram_size, pm_base, sci_irq);
+    let mut rsdp = blob[RSDP_OFFSET as usize..RSDP_OFFSET as usize + RSDP_LEN].to_vec();
+    let mut tables = blob[TABLES_BLOB_START as usize..].to_vec();
+    let rel = |off: u64| (off - TABLES_BLOB_START) as u32;
+
+    let mut cmds = vec![LoaderCommand::Allocate { file: ACPI_TABLES_FILE.into(), align: 64, zone: LOADER_ZONE_HIGH }];
+    let pointer = |dest: &str, src: &str, offset: u32, size: u8| LoaderCommand::AddPointer {
+        dest: dest.into(),
+        src: src.into(),
+        offset,
+        size,
+    };
+    // (table offset, pointer fields as (offset in the table, size)) in QEMU's order of building:
+    // FACS, DSDT, FADT, RSDT, XSDT.
+    let fadt_ptrs = [(FADT_FIRMWARE_CTRL, 4), (FADT_DSDT, 4), (FADT_X_DSDT, 8)];
+    let sdts: [(u64, &[(usize, u8)]); 4] =
+        [(DSDT_OFFSET, &[]), (FADT_OFFSET, &fadt_ptrs), (RSDT_OFFSET, &[(HEADER_LEN, 4)]), (XSDT_OFFSET, &[(HEADER_LEN, 8)])];
+    for (table, ptrs) in sdts {
+        let start = rel(table);
+        for &(field, size) in ptrs {
+            cmds.push(pointer(ACPI_TABLES_FILE, ACPI_TABLES_FILE, start + field as u32, size));
+        }
+        let len = u32::from_le_bytes(tables[start as usize + 4..start as usize + 8].try_into().unwrap());
+        tables[start as usize + 9] = 0;
+        cmds.push(LoaderCommand::AddChecksum { file: ACPI_TABLES_FILE.into(), offset: start + 9, start, length: len });
+    }
+    cmds.push(LoaderCommand::Allocate { file: ACPI_RSDP_FILE.into(), align: 16, zone: LOADER_ZONE_FSEG });
+    cmds.push(pointer(ACPI_RSDP_FILE, ACPI_TABLES_FILE, RSDP_RSDT, 4));
+    cmds.push(pointer(ACPI_RSDP_FILE, ACPI_TABLES_FILE, RSDP_XSDT, 8));
+    rsdp[RSDP_CHECKSUM as usize] = 0;
+    rsdp[RSDP_EXT_CHECKSUM as usize] = 0;
+    cmds.push(LoaderCommand::AddChecksum { file: ACPI_RSDP_FILE.into(), offset: RSDP_CHECKSUM, start: 0, length: 20 });
+    cmds.push(LoaderCommand::AddChecksum {
+        file: ACPI_RSDP_FILE.into(),
+        offset: RSDP_EXT_CHECKSUM,
+        start: 0,
+        length: RSDP_LEN as u32,
+    });
+    let loader: Vec<u8> = cmds.iter().flat_map(|c| c.encode()).collect();
+
+    Ok(vec![(ACPI_RSDP_FILE.into(), rsdp), (ACPI_TABLES_FILE.into(), tables), (TABLE_LOADER_FILE.into(), loader)])
 }
 
 /// Byte that makes `bytes` sum to 0 mod 256 when stored in a zeroed checksum field.
@@ -333,17 +550,23 @@ fn seal(mut t: Vec<u8>) -> Vec<u8> {
     t
 }
 
+// RSDP field offsets (§5.2.5.3).
+const RSDP_CHECKSUM: u32 = 8;
+const RSDP_RSDT: u32 = 16;
+const RSDP_XSDT: u32 = 24;
+const RSDP_EXT_CHECKSUM: u32 = 32;
+
 /// RSDP, revision 2 (§5.2.5.3): checksum over the first 20 bytes, extended checksum over all 36.
 fn rsdp(rsdt: u64, xsdt: u64) -> [u8; RSDP_LEN] {
     let mut r = [0u8; RSDP_LEN];
     r[0..8].copy_from_slice(b"RSD PTR ");
     r[9..15].copy_from_slice(OEM_ID);
     r[15] = 2;
-    put_u32(&mut r, 16, rsdt as u32);
+    put_u32(&mut r, RSDP_RSDT as usize, rsdt as u32);
     put_u32(&mut r, 20, RSDP_LEN as u32);
-    put_u64(&mut r, 24, xsdt);
-    r[8] = checksum(&r[..20]);
-    r[32] = checksum(&r);
+    put_u64(&mut r, RSDP_XSDT as usize, xsdt);
+    r[RSDP_CHECKSUM as usize] = checksum(&r[..20]);
+    r[RSDP_EXT_CHECKSUM as usize] = checksum(&r);
     r
 }
 
@@ -963,5 +1186,240 @@ DefinitionBlock ("", "DSDT", 2, "HERON ", "HERONPC ", 1) {
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    // ---- fw_cfg files and the linker/loader ----------------------------------------------
+
+    /// The loader script's commands.
+    fn commands(loader: &[u8]) -> Vec<LoaderCommand> {
+        assert_eq!(loader.len() % LOADER_ENTRY_LEN, 0, "whole 128-byte records");
+        loader
+            .chunks_exact(LOADER_ENTRY_LEN)
+            .map(|c| LoaderCommand::decode(c.try_into().unwrap()).expect("known command"))
+            .collect()
+    }
+
+    /// Run the script as SeaBIOS's `romfile_loader_execute` does, with the checks it makes
+    /// (which would otherwise end in `warn_internalerror`): ALLOCATE copies a file to the address
+    /// `place(file, align, zone)` picks, ADD_POINTER adds a file's address to a field,
+    /// ADD_CHECKSUM subtracts a range's sum from a byte. Returns file → (address, bytes).
+    fn run_loader(
+        files: &[(String, Vec<u8>)],
+        place: impl Fn(&str, u32, u8) -> u64,
+    ) -> std::collections::BTreeMap<String, (u64, Vec<u8>)> {
+        let file = |n: &str| files.iter().find(|(f, _)| f == n).map(|(_, d)| d.clone()).unwrap();
+        let mut loaded = std::collections::BTreeMap::new();
+        for cmd in commands(&file(TABLE_LOADER_FILE)) {
+            match cmd {
+                LoaderCommand::Allocate { file: f, align, zone } => {
+                    assert!(align.is_power_of_two());
+                    assert!(zone == LOADER_ZONE_HIGH || zone == LOADER_ZONE_FSEG);
+                    assert!(!loaded.contains_key(&f), "{f} allocated twice");
+                    let addr = place(&f, align, zone);
+                    assert_eq!(addr % u64::from(align), 0);
+                    loaded.insert(f.clone(), (addr, file(&f)));
+                }
+                LoaderCommand::AddPointer { dest, src, offset, size } => {
+                    assert!(matches!(size, 1 | 2 | 4 | 8));
+                    let src_addr = loaded.get(&src).expect("src allocated first").0;
+                    let d = &mut loaded.get_mut(&dest).expect("dest allocated first").1;
+                    let o = offset as usize;
+                    assert!(o + usize::from(size) <= d.len());
+                    let mut v = [0u8; 8];
+                    v[..usize::from(size)].copy_from_slice(&d[o..o + usize::from(size)]);
+                    let p = u64::from_le_bytes(v).wrapping_add(src_addr);
+                    d[o..o + usize::from(size)].copy_from_slice(&p.to_le_bytes()[..usize::from(size)]);
+                }
+                LoaderCommand::AddChecksum { file: f, offset, start, length } => {
+                    let d = &mut loaded.get_mut(&f).expect("allocated first").1;
+                    assert!((offset as usize) < d.len() && (start + length) as usize <= d.len());
+                    let sum = d[start as usize..(start + length) as usize].iter().fold(0u8, |a, &b| a.wrapping_add(b));
+                    d[offset as usize] = d[offset as usize].wrapping_sub(sum);
+                }
+            }
+        }
+        loaded
+    }
+
+    fn fw_files() -> Vec<(String, Vec<u8>)> {
+        acpi_fw_cfg_files(64 * MIB, PM, 9).unwrap()
+    }
+
+    #[test]
+    fn fw_cfg_files_are_the_three_files() {
+        let files = fw_files();
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, [ACPI_RSDP_FILE, ACPI_TABLES_FILE, TABLE_LOADER_FILE]);
+        assert_eq!(names, ["etc/acpi/rsdp", "etc/acpi/tables", "etc/table-loader"]);
+        let (rsdp, tables) = (&files[0].1, &files[1].1);
+        assert_eq!(rsdp.len(), RSDP_LEN);
+        assert_eq!(&rsdp[0..8], b"RSD PTR ");
+        assert_eq!((rsdp[8], rsdp[32]), (0, 0), "checksums are left to the loader");
+        assert_eq!(u32_at(rsdp, 16), (RSDT_OFFSET - TABLES_BLOB_START) as u32, "RSDT offset in the blob");
+        assert_eq!(u64_at(rsdp, 24), XSDT_OFFSET - TABLES_BLOB_START, "XSDT offset in the blob");
+        assert_eq!(&tables[0..4], b"FACS", "FACS first, 64-byte aligned with the blob");
+        for (sig, off) in [("RSDT", RSDT_OFFSET), ("XSDT", XSDT_OFFSET), ("FACP", FADT_OFFSET), ("DSDT", DSDT_OFFSET)] {
+            let o = (off - TABLES_BLOB_START) as usize;
+            assert_eq!(&tables[o..o + 4], sig.as_bytes());
+            assert_eq!(tables[o + 9], 0, "{sig} checksum left to the loader");
+        }
+        let f = (FADT_OFFSET - TABLES_BLOB_START) as usize;
+        assert_eq!(u32_at(tables, f + 36), 0, "FIRMWARE_CTRL = FACS at blob offset 0");
+        assert_eq!(u32_at(tables, f + 40) as u64, DSDT_OFFSET - TABLES_BLOB_START);
+        assert_eq!(u64_at(tables, f + 140), DSDT_OFFSET - TABLES_BLOB_START);
+        assert_eq!(u64_at(tables, f + 132), 0, "X_FIRMWARE_CTRL unused");
+        assert!(matches!(acpi_fw_cfg_files(0, 0xFFF8, 9), Err(AcpiError::BadPmBase(0xFFF8))));
+    }
+
+    #[test]
+    fn loader_script_commands() {
+        let files = fw_files();
+        let t = ACPI_TABLES_FILE.to_string();
+        let r = ACPI_RSDP_FILE.to_string();
+        let rel = |o: u64| (o - TABLES_BLOB_START) as u32;
+        let ptr = |dest: &String, src: &String, offset: u32, size: u8| LoaderCommand::AddPointer {
+            dest: dest.clone(),
+            src: src.clone(),
+            offset,
+            size,
+        };
+        let sum = |file: &String, table: u64, len: u32| LoaderCommand::AddChecksum {
+            file: file.clone(),
+            offset: rel(table) + 9,
+            start: rel(table),
+            length: len,
+        };
+        let dsdt_len = dsdt(64 * MIB).len() as u32;
+        let expect = vec![
+            LoaderCommand::Allocate { file: t.clone(), align: 64, zone: LOADER_ZONE_HIGH },
+            sum(&t, DSDT_OFFSET, dsdt_len),
+            ptr(&t, &t, rel(FADT_OFFSET) + 36, 4),
+            ptr(&t, &t, rel(FADT_OFFSET) + 40, 4),
+            ptr(&t, &t, rel(FADT_OFFSET) + 140, 8),
+            sum(&t, FADT_OFFSET, 276),
+            ptr(&t, &t, rel(RSDT_OFFSET) + 36, 4),
+            sum(&t, RSDT_OFFSET, 40),
+            ptr(&t, &t, rel(XSDT_OFFSET) + 36, 8),
+            sum(&t, XSDT_OFFSET, 44),
+            LoaderCommand::Allocate { file: r.clone(), align: 16, zone: LOADER_ZONE_FSEG },
+            ptr(&r, &t, 16, 4),
+            ptr(&r, &t, 24, 8),
+            LoaderCommand::AddChecksum { file: r.clone(), offset: 8, start: 0, length: 20 },
+            LoaderCommand::AddChecksum { file: r.clone(), offset: 32, start: 0, length: 36 },
+        ];
+        assert_eq!(commands(&files[2].1), expect);
+    }
+
+    #[test]
+    fn loader_command_encoding() {
+        // Field offsets of SeaBIOS's packed struct romfile_loader_entry_s.
+        let a = LoaderCommand::Allocate { file: "etc/acpi/rsdp".into(), align: 16, zone: 2 }.encode();
+        assert_eq!(&a[0..4], &[1, 0, 0, 0]);
+        assert_eq!(&a[4..17], b"etc/acpi/rsdp");
+        assert!(a[17..60].iter().all(|&b| b == 0));
+        assert_eq!(&a[60..65], &[16, 0, 0, 0, 2]);
+        assert!(a[65..].iter().all(|&b| b == 0));
+        let p = LoaderCommand::AddPointer { dest: "d".into(), src: "s".into(), offset: 0x1234, size: 8 }.encode();
+        assert_eq!(&p[0..6], &[2, 0, 0, 0, b'd', 0]);
+        assert_eq!(&p[60..62], b"s\0");
+        assert_eq!(&p[116..121], &[0x34, 0x12, 0, 0, 8]);
+        assert!(p[121..].iter().all(|&b| b == 0));
+        let c = LoaderCommand::AddChecksum { file: "f".into(), offset: 9, start: 0x40, length: 0x114 }.encode();
+        assert_eq!(&c[0..6], &[3, 0, 0, 0, b'f', 0]);
+        assert_eq!(&c[60..72], &[9, 0, 0, 0, 0x40, 0, 0, 0, 0x14, 1, 0, 0]);
+        assert!(c[72..].iter().all(|&b| b == 0));
+        for e in [a, p, c] {
+            assert_eq!(LoaderCommand::decode(&e).unwrap().encode(), e);
+        }
+        let mut unknown = [0u8; LOADER_ENTRY_LEN];
+        unknown[0] = LOADER_WRITE_POINTER as u8;
+        assert_eq!(LoaderCommand::decode(&unknown), None);
+        let mut unterminated = a;
+        unterminated[4..60].fill(b'x');
+        assert_eq!(LoaderCommand::decode(&unterminated), None);
+    }
+
+    /// Loaded where build_acpi_tables puts them (RSDP at `base`, tables at `base + 0x40`), the
+    /// patched files are byte-identical to the direct-boot block.
+    #[test]
+    fn loaded_tables_equal_the_direct_boot_tables() {
+        for (mib, pm, sci) in [(64, PM, 9), (3072, 0xB000, 10), (16, 0xFFF4, 11)] {
+            let files = acpi_fw_cfg_files(mib * MIB, pm, sci).unwrap();
+            let loaded = run_loader(&files, |f, _, _| if f == ACPI_RSDP_FILE { BASE } else { BASE + TABLES_BLOB_START });
+            let mut via_loader = ram(1);
+            for (addr, bytes) in loaded.values() {
+                via_loader.write_bytes(*addr, bytes).unwrap();
+            }
+            // build_acpi_tables only looks at the RAM size for the DSDT; a 1 MiB RAM with the
+            // DSDT of `mib` is what we compare against, so build into a RAM of that size.
+            let mut direct = GuestRam::new(mib * MIB).unwrap();
+            assert_eq!(build_acpi_tables(&mut direct, BASE, pm, sci).unwrap(), BASE);
+            let len = (TABLES_BLOB_START as usize) + loaded[ACPI_TABLES_FILE].1.len();
+            assert_eq!(bytes(&via_loader, BASE, len), bytes(&direct, BASE, len), "{mib} MiB");
+        }
+    }
+
+    /// Loaded the way SeaBIOS places them (RSDP in the F segment, tables at the top of RAM),
+    /// every checksum is 0 and every pointer leads to the right table, whose contents are the
+    /// direct-boot table's but for the addresses.
+    #[test]
+    fn loaded_tables_at_seabios_addresses() {
+        const RSDP_AT: u64 = 0xF5A30;
+        const TABLES_AT: u64 = 64 * MIB - 0x2_0000;
+        let loaded = run_loader(&fw_files(), |f, align, zone| match f {
+            ACPI_RSDP_FILE => {
+                assert_eq!((align, zone), (16, LOADER_ZONE_FSEG));
+                RSDP_AT
+            }
+            _ => {
+                assert_eq!((align, zone), (64, LOADER_ZONE_HIGH));
+                TABLES_AT
+            }
+        });
+        let mut mem = ram(64);
+        for (addr, b) in loaded.values() {
+            mem.write_bytes(*addr, b).unwrap();
+        }
+        let r = bytes(&mem, RSDP_AT, RSDP_LEN);
+        assert_eq!(sum(&r[..20]), 0, "RSDP checksum");
+        assert_eq!(sum(&r), 0, "RSDP extended checksum");
+        let t = tables(&mem, RSDP_AT);
+        let at = |off: u64| TABLES_AT + off - TABLES_BLOB_START;
+        let expect_addr = [("RSDT", RSDT_OFFSET), ("XSDT", XSDT_OFFSET), ("FACP", FADT_OFFSET), ("DSDT", DSDT_OFFSET), ("FACS", FACS_OFFSET)];
+        let (direct_ram, direct_rsdp) = built();
+        let direct = tables(&direct_ram, direct_rsdp);
+        for ((sig, addr, table), (esig, eoff)) in t.iter().zip(expect_addr) {
+            assert_eq!(sig, esig);
+            assert_eq!(*addr, at(eoff), "{sig} address");
+            assert_eq!(&table[0..4], sig.as_bytes());
+            if sig != "FACS" {
+                assert_eq!(sum(table), 0, "{sig} checksum");
+            }
+        }
+        // RSDT and XSDT point at the FADT, the FADT at the FACS and DSDT (both fields).
+        assert_eq!(u64::from(u32_at(&t[0].2, 36)), at(FADT_OFFSET));
+        assert_eq!(u64_at(&t[1].2, 36), at(FADT_OFFSET));
+        let f = &t[2].2;
+        assert_eq!(u64::from(u32_at(f, 36)), at(FACS_OFFSET));
+        assert_eq!(u64::from(u32_at(f, 40)), at(DSDT_OFFSET));
+        assert_eq!(u64_at(f, 140), at(DSDT_OFFSET));
+        assert_eq!(u64_at(f, 132), 0);
+        // Apart from pointers and checksums, each table is the direct-boot one.
+        let mask = |sig: &str, mut b: Vec<u8>| {
+            let fields: &[(usize, usize)] = match sig {
+                "RSDT" => &[(9, 1), (36, 4)],
+                "XSDT" => &[(9, 1), (36, 8)],
+                "FACP" => &[(9, 1), (36, 8), (140, 8)],
+                "DSDT" => &[(9, 1)],
+                _ => &[],
+            };
+            for &(o, n) in fields {
+                b[o..o + n].fill(0);
+            }
+            b
+        };
+        for ((sig, _, ours), (_, _, theirs)) in t.iter().zip(&direct) {
+            assert_eq!(mask(sig, ours.clone()), mask(sig, theirs.clone()), "{sig}");
+        }
     }
 }

@@ -56,6 +56,11 @@ pub struct Board {
     port92: u8,
     /// Pending guest requests.
     pub events: BoardEvents,
+    /// BIOS ROM mapped at 4 GiB − its size (read-only MMIO).
+    bios: Option<std::sync::Arc<[u8]>>,
+    /// Bytes the guest wrote to the debug console port 0x402 (SeaBIOS's log), kept for
+    /// diagnostics.
+    pub debugcon: Vec<u8>,
 }
 
 /// I/O base of the ACPI PM registers (PM1a_EVT_BLK; PM1a_CNT_BLK at +4, PM_TMR_BLK at +8).
@@ -66,7 +71,7 @@ pub const ACPI_SCI_IRQ: u8 = 9;
 impl Board {
     /// A board with every device in its power-on state; `rtc_start` is the host time (Unix
     /// seconds) the RTC starts from; `ram_bytes` goes into the CMOS memory-size bytes.
-    pub fn new(rtc_start: i64, ram_bytes: u64) -> Self {
+    pub fn new(rtc_start: i64, ram_bytes: u64, bios: Option<std::sync::Arc<[u8]>>) -> Self {
         let mut rtc = Rtc::new(rtc_start);
         rtc.set_memory_size(ram_bytes);
         Board {
@@ -81,6 +86,8 @@ impl Board {
             rcr: 0,
             port92: 0x02,
             events: BoardEvents::default(),
+            bios,
+            debugcon: Vec::new(),
         }
     }
 
@@ -158,6 +165,9 @@ impl Bus for Board {
         let data = &mut buf[..size.clamp(1, 4) as usize];
         match port {
             0x80 => set_le_value(data, self.post_code as u64),
+            // The debug console reads back 0xE9 (QEMU isa-debugcon), which firmware checks
+            // before logging there.
+            0x402 => set_le_value(data, 0xE9),
             0x92 => set_le_value(data, self.port92 as u64),
             0xCF9 => set_le_value(data, self.rcr as u64),
             _ => {
@@ -178,6 +188,11 @@ impl Bus for Board {
         set_le_value(data, value as u64);
         match port {
             0x80 => self.post_code = value as u8,
+            0x402 => {
+                if self.debugcon.len() < 1 << 20 {
+                    self.debugcon.push(value as u8);
+                }
+            }
             0x92 => {
                 // Port 0x92: bit 0 = fast reset (on a 0 -> 1 transition), bit 1 = A20.
                 if value & 1 != 0 && self.port92 & 1 == 0 {
@@ -202,8 +217,19 @@ impl Bus for Board {
         self.update_irqs();
     }
 
-    fn mmio_read(&mut self, _icount: u64, _addr: u64, _size: u8) -> u64 {
-        // Nothing is mapped above RAM yet: open bus reads as all ones.
+    fn mmio_read(&mut self, _icount: u64, addr: u64, size: u8) -> u64 {
+        if let Some(rom) = &self.bios {
+            let base = (1u64 << 32) - rom.len() as u64;
+            if addr >= base && addr + size as u64 <= 1 << 32 {
+                let off = (addr - base) as usize;
+                let mut v = 0u64;
+                for k in 0..size as usize {
+                    v |= (rom[off + k] as u64) << (8 * k);
+                }
+                return v;
+            }
+        }
+        // Nothing else is mapped above RAM: open bus reads as all ones.
         u64::MAX
     }
 

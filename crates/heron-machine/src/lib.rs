@@ -43,21 +43,39 @@ pub enum MachineError {
     /// state at that point.
     #[error("internal emulator error: {0}")]
     Internal(String),
+    /// The BIOS image has an impossible size.
+    #[error("BIOS image is {0} bytes: it must be 64 KiB to 16 MiB, a multiple of 64 KiB")]
+    BadBios(usize),
     /// Writing the serial console failed.
     #[error("console output failed: {0}")]
     Console(#[from] std::io::Error),
+}
+
+/// How the machine starts.
+pub enum Firmware {
+    /// Direct Linux boot (no BIOS): load a bzImage and enter its 64-bit entry point.
+    Linux {
+        /// The bzImage kernel.
+        kernel: Vec<u8>,
+        /// Initial ramdisk, if any.
+        initrd: Option<Vec<u8>>,
+        /// Kernel command line.
+        cmdline: String,
+    },
+    /// A BIOS image (e.g. SeaBIOS) mapped just below 4 GiB, its last 128 KiB also at
+    /// 0xE0000; the CPU starts at the reset vector.
+    Bios {
+        /// The ROM image: 64 KiB to 16 MiB, a multiple of 64 KiB.
+        rom: Vec<u8>,
+    },
 }
 
 /// What to build.
 pub struct MachineConfig {
     /// Guest RAM in bytes.
     pub memory: u64,
-    /// A bzImage kernel for direct Linux boot.
-    pub kernel: Vec<u8>,
-    /// Initial ramdisk, if any.
-    pub initrd: Option<Vec<u8>>,
-    /// Kernel command line.
-    pub cmdline: String,
+    /// How it boots.
+    pub firmware: Firmware,
     /// Exit instead of rebooting when the guest resets or triple-faults (QEMU `-no-reboot`).
     pub no_reboot: bool,
     /// Host time (Unix seconds) the RTC starts from.
@@ -92,6 +110,14 @@ pub enum RunOutcome {
     UserQuit,
     /// The guest halted with interrupts enabled and nothing will ever wake it.
     Hung,
+}
+
+/// The ROM image of a BIOS firmware, shared with the board's MMIO decode.
+fn bios_rom(f: &Firmware) -> Option<std::sync::Arc<[u8]>> {
+    match f {
+        Firmware::Bios { rom } => Some(rom.as_slice().into()),
+        Firmware::Linux { .. } => None,
+    }
 }
 
 /// Source of serial-console input (the host keyboard or a test script).
@@ -143,11 +169,20 @@ impl Machine {
         if cfg.memory < MIN_RAM || cfg.memory > MAX_RAM || cfg.memory % 4096 != 0 {
             return Err(MachineError::BadMemorySize(cfg.memory));
         }
-        // Check the kernel before allocating anything big.
-        linux::SetupHeader::parse(&cfg.kernel)?;
+        // Check the boot image before allocating anything big.
+        match &cfg.firmware {
+            Firmware::Linux { kernel, .. } => {
+                linux::SetupHeader::parse(kernel)?;
+            }
+            Firmware::Bios { rom } => {
+                if rom.len() < 0x10000 || rom.len() > 16 << 20 || rom.len() % 0x10000 != 0 {
+                    return Err(MachineError::BadBios(rom.len()));
+                }
+            }
+        }
         let ram = GuestRam::new(cfg.memory)?;
         let cpu = Cpu::new(ram.clone());
-        let board = Board::new(cfg.rtc_start, cfg.memory);
+        let board = Board::new(cfg.rtc_start, cfg.memory, bios_rom(&cfg.firmware));
         let mut m = Machine { cfg, ram, cpu, board, pending_input: Default::default(), resets: 0 };
         m.boot()?;
         Ok(m)
@@ -170,8 +205,21 @@ impl Machine {
         self.cpu = Cpu::new(self.ram.clone());
         // Virtual time keeps running across resets so device timers stay monotonic.
         self.cpu.s.icount = icount;
-        self.board = Board::new(self.cfg.rtc_start, self.cfg.memory);
-        let boot = linux::load_linux(&mut self.ram, &self.cfg.kernel, self.cfg.initrd.as_deref(), &self.cfg.cmdline)?;
+        self.board = Board::new(self.cfg.rtc_start, self.cfg.memory, bios_rom(&self.cfg.firmware));
+        let (kernel, initrd, cmdline) = match &self.cfg.firmware {
+            Firmware::Linux { kernel, initrd, cmdline } => (kernel, initrd, cmdline),
+            Firmware::Bios { rom } => {
+                // The BIOS's last 128 KiB also appear at 0xE0000-0xFFFFF (the i440FX PAM
+                // registers are stored but not acted on: that area stays RAM, preloaded
+                // with the ROM, so shadowing it is a no-op). The CPU starts at the reset
+                // vector F000:FFF0 with CS base 0xFFFF0000, inside the high ROM copy.
+                let low = &rom[rom.len().saturating_sub(0x20000)..];
+                self.ram.write_bytes(0x10_0000 - low.len() as u64, low)?;
+                self.cpu.flush_code();
+                return Ok(());
+            }
+        };
+        let boot = linux::load_linux(&mut self.ram, kernel, initrd.as_deref(), cmdline)?;
         let rsdp = acpi::build_acpi_tables(&mut self.ram, ACPI_TABLES, board::ACPI_PM_BASE, board::ACPI_SCI_IRQ)?;
         linux::set_acpi_rsdp(&mut self.ram, boot.zero_page, rsdp);
         let s = &mut *self.cpu.s;
@@ -336,6 +384,8 @@ impl Machine {
     }
 
     /// Guest instructions retired (the virtual clock).
+    ///
+    /// (Kept next to [`Machine::icount`] for readers of statistics.)
     pub fn icount(&self) -> u64 {
         self.cpu.s.icount
     }

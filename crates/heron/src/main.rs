@@ -8,15 +8,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use heron_machine::{Machine, MachineConfig, RunLimits, RunOutcome};
+use heron_machine::{Firmware, Machine, MachineConfig, RunLimits, RunOutcome};
 
 /// Heron: a full-system x86 PC emulator (no hardware virtualization needed).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// Linux kernel (bzImage) to boot directly, without a BIOS.
+    /// Linux kernel (bzImage) to boot directly, without a BIOS. Without it, the machine
+    /// boots the BIOS (`--bios`).
     #[arg(long, value_name = "FILE")]
-    kernel: PathBuf,
+    kernel: Option<PathBuf>,
+    /// BIOS image for BIOS boot (Debian's `seabios` package provides the default).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_BIOS)]
+    bios: PathBuf,
     /// Initial ramdisk for the kernel.
     #[arg(long, value_name = "FILE")]
     initrd: Option<PathBuf>,
@@ -44,6 +48,9 @@ struct Cli {
     #[arg(long, value_name = "DATE", default_value = DEFAULT_RTC_BASE, value_parser = parse_rtc_base)]
     rtc_base: RtcBase,
 }
+
+/// Where Debian's `seabios` package installs SeaBIOS.
+const DEFAULT_BIOS: &str = "/usr/share/seabios/bios.bin";
 
 /// The default `--rtc-base`: fixed, so the guest sees the same date on every run.
 const DEFAULT_RTC_BASE: &str = "2025-01-01T00:00:00";
@@ -109,8 +116,22 @@ fn read_file(p: &PathBuf, what: &str) -> Result<Vec<u8>> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let kernel = read_file(&cli.kernel, "kernel")?;
-    let initrd = cli.initrd.as_ref().map(|p| read_file(p, "initrd")).transpose()?;
+    let firmware = match &cli.kernel {
+        Some(k) => Firmware::Linux {
+            kernel: read_file(k, "kernel")?,
+            initrd: cli.initrd.as_ref().map(|p| read_file(p, "initrd")).transpose()?,
+            cmdline: cli.append.clone(),
+        },
+        None => {
+            if cli.initrd.is_some() || !cli.append.is_empty() {
+                bail!("--initrd and --append need --kernel");
+            }
+            if !cli.bios.exists() && cli.bios.as_os_str() == DEFAULT_BIOS {
+                bail!("no BIOS at {DEFAULT_BIOS}: install Debian's 'seabios' package, or give --bios FILE or --kernel FILE");
+            }
+            Firmware::Bios { rom: read_file(&cli.bios, "BIOS")? }
+        }
+    };
     if let Some(t) = cli.timeout {
         if !(t > 0.0 && t.is_finite()) {
             bail!("--timeout must be a positive number of seconds");
@@ -120,8 +141,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         RtcBase::Now => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
         RtcBase::Fixed(t) => t,
     };
-    let cfg = MachineConfig { memory: cli.memory, kernel, initrd, cmdline: cli.append.clone(), no_reboot: cli.no_reboot, rtc_start };
-    let mut machine = Machine::new(cfg).with_context(|| format!("cannot boot '{}'", cli.kernel.display()))?;
+    let what = cli.kernel.as_ref().unwrap_or(&cli.bios).display().to_string();
+    let cfg = MachineConfig { memory: cli.memory, firmware, no_reboot: cli.no_reboot, rtc_start };
+    let mut machine = Machine::new(cfg).with_context(|| format!("cannot boot '{what}'"))?;
     let limits = RunLimits { max_insns: cli.max_insns, timeout: cli.timeout.map(Duration::from_secs_f64) };
     let mut input = console::StdinConsole::new();
     let mut out = std::io::stdout();
@@ -148,6 +170,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     if cli.stats {
         eprint!("{}", machine.cpu.describe());
+    }
+    if std::env::var_os("HERON_DEBUGCON").is_some() {
+        // Developer aid: what the firmware logged on port 0x402.
+        eprintln!("--- port 0x402 ---\n{}", String::from_utf8_lossy(&machine.board.debugcon));
+        let p = &machine.board.pic;
+        eprintln!("PIC irr={:04x} isr={:04x} imr={:04x} next deadline {:?}", p.irr(), p.isr(), p.imr(), machine.board.next_deadline());
     }
     let (code, why) = match outcome {
         RunOutcome::PowerOff | RunOutcome::Halted | RunOutcome::Reset | RunOutcome::UserQuit => (0, None),
