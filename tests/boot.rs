@@ -27,6 +27,8 @@ fn boot(cmdline: &str) -> Option<(RunOutcome, String)> {
             initrd: Some(std::fs::read(g.join("initramfs.cpio.gz")).unwrap()),
             cmdline: cmdline.to_string(),
         },
+        drives: Vec::new(),
+        boot_order: Default::default(),
         no_reboot: true,
         rtc_start: 1_700_000_000,
     };

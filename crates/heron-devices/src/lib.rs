@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod acpi_pm;
+pub mod fw_cfg;
 pub mod i8042;
 pub mod pci;
 pub mod pic;

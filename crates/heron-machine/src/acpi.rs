@@ -79,6 +79,18 @@
 //! ISA IRQ n"), so the machine must fill Interrupt Line as a BIOS would; a `_PRT` can be added
 //! when the board fixes its INTx wiring.
 //!
+//! # Firmware boot: fw_cfg files and the linker/loader
+//!
+//! For SeaBIOS the same tables travel as QEMU hands them over ([`acpi_fw_cfg_files`]; QEMU
+//! `hw/acpi/bios-linker-loader.c`, SeaBIOS `src/fw/romfile_loader.c`): the RSDP alone in
+//! fw_cfg file `etc/acpi/rsdp`, the other tables in `etc/acpi/tables` (the block above from the
+//! FACS on, so each table sits at its offset above minus [`TABLES_BLOB_START`]), and a script,
+//! `etc/table-loader`, of 128-byte [`LoaderCommand`]s. SeaBIOS allocates the RSDP in its
+//! F segment and the tables at the top of RAM below 4 GiB (e820-reserved), adds each file's
+//! address to the pointer fields (which hold offsets inside the tables blob) and fills in every
+//! checksum (zero in the blobs). The result is byte for byte the direct-boot block wherever the
+//! two pieces land. Both paths build the tables with the same code.
+//!
 //! # No MADT
 //!
 //! The CPU has no local APIC (CPUID does not advertise one) and the board has no I/O APIC, so
@@ -227,7 +239,7 @@ pub const S5_AML: [u8; 14] = [
     NAME_OP, b'_', b'S', b'5', b'_', PACKAGE_OP, 0x08, 0x04, BYTE_PREFIX, 0x05, BYTE_PREFIX, 0x05, ZERO_OP, ZERO_OP,
 ];
 
-/// Errors of [`build_acpi_tables`].
+/// Errors of [`build_acpi_tables`] and [`acpi_fw_cfg_files`].
 #[derive(Debug, thiserror::Error)]
 pub enum AcpiError {
     /// `base` is not 64-byte aligned (the RSDP needs 16, the FACS at `base + 0x40` needs 64).
@@ -1350,8 +1362,7 @@ DefinitionBlock ("", "DSDT", 2, "HERON ", "HERONPC ", 1) {
             for (addr, bytes) in loaded.values() {
                 via_loader.write_bytes(*addr, bytes).unwrap();
             }
-            // build_acpi_tables only looks at the RAM size for the DSDT; a 1 MiB RAM with the
-            // DSDT of `mib` is what we compare against, so build into a RAM of that size.
+            // The DSDT depends on the RAM size: build the direct tables in RAM of that size.
             let mut direct = GuestRam::new(mib * MIB).unwrap();
             assert_eq!(build_acpi_tables(&mut direct, BASE, pm, sci).unwrap(), BASE);
             let len = (TABLES_BLOB_START as usize) + loaded[ACPI_TABLES_FILE].1.len();

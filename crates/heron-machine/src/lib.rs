@@ -6,6 +6,7 @@
 
 pub mod acpi;
 pub mod board;
+pub mod firmware;
 pub mod linux;
 
 use std::io::Write;
@@ -43,6 +44,9 @@ pub enum MachineError {
     /// state at that point.
     #[error("internal emulator error: {0}")]
     Internal(String),
+    /// A drive could not be opened or placed.
+    #[error("drive: {0}")]
+    Drive(String),
     /// The BIOS image has an impossible size.
     #[error("BIOS image is {0} bytes: it must be 64 KiB to 16 MiB, a multiple of 64 KiB")]
     BadBios(usize),
@@ -70,12 +74,55 @@ pub enum Firmware {
     },
 }
 
+pub use firmware::BootOrder;
+
+/// An opened drive on the IDE bus.
+pub struct Drive {
+    /// IDE position 0–3: primary master, primary slave, secondary master, secondary slave.
+    pub index: u32,
+    /// Disk or CD-ROM.
+    pub media: heron_block::Media,
+    /// The image.
+    pub backend: Box<dyn heron_block::BlockBackend>,
+}
+
+/// Open the drives of `specs`, giving drives without `index=` the first free IDE position.
+pub fn open_drives(specs: &[heron_block::DriveSpec]) -> Result<Vec<Drive>, MachineError> {
+    let mut used = [false; 4];
+    for s in specs {
+        if let Some(i) = s.index {
+            if used[i as usize] {
+                return Err(MachineError::Drive(format!("two drives at IDE index {i}")));
+            }
+            used[i as usize] = true;
+        }
+    }
+    let mut drives = Vec::new();
+    for s in specs {
+        let index = match s.index {
+            Some(i) => i,
+            None => {
+                let free = used.iter().position(|u| !u).ok_or_else(|| MachineError::Drive("more than 4 IDE drives".into()))?;
+                used[free] = true;
+                free as u32
+            }
+        };
+        let backend = heron_block::open_drive(s).map_err(|e| MachineError::Drive(format!("{}: {e}", s.file.display())))?;
+        drives.push(Drive { index, media: s.media, backend });
+    }
+    Ok(drives)
+}
+
 /// What to build.
 pub struct MachineConfig {
     /// Guest RAM in bytes.
     pub memory: u64,
     /// How it boots.
     pub firmware: Firmware,
+    /// Disk and CD-ROM images (at most 4, on the PIIX3 IDE controller).
+    pub drives: Vec<heron_block::DriveSpec>,
+    /// BIOS boot order.
+    pub boot_order: BootOrder,
     /// Exit instead of rebooting when the guest resets or triple-faults (QEMU `-no-reboot`).
     pub no_reboot: bool,
     /// Host time (Unix seconds) the RTC starts from.
@@ -83,12 +130,14 @@ pub struct MachineConfig {
 }
 
 /// Bounds on a run.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RunLimits {
     /// Stop after this many guest instructions.
     pub max_insns: Option<u64>,
     /// Stop after this much host wall-clock time.
     pub timeout: Option<Duration>,
+    /// Stop as soon as this becomes true (set by a SIGINT/SIGTERM handler).
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// How a run ended.
@@ -108,6 +157,8 @@ pub enum RunOutcome {
     InstructionLimit,
     /// The user pressed the console escape sequence.
     UserQuit,
+    /// [`RunLimits::stop`] was set (a signal).
+    Stopped,
     /// The guest halted with interrupts enabled and nothing will ever wake it.
     Hung,
 }
@@ -261,6 +312,9 @@ impl Machine {
             self.feed_input(input);
             if input.quit_requested() {
                 break RunOutcome::UserQuit;
+            }
+            if limits.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+                break RunOutcome::Stopped;
             }
             if let Some(t) = limits.timeout {
                 if start.elapsed() >= t {

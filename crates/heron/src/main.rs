@@ -1,6 +1,7 @@
 //! `heron`: boot a guest on the Heron PC emulator.
 
 mod console;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use heron_machine::{Firmware, Machine, MachineConfig, RunLimits, RunOutcome};
+use heron_block::{DriveSpec, Media};
+use heron_machine::{BootOrder, Firmware, Machine, MachineConfig, RunLimits, RunOutcome};
 
 /// Heron: a full-system x86 PC emulator (no hardware virtualization needed).
 #[derive(Parser, Debug)]
@@ -39,6 +41,20 @@ struct Cli {
     /// Exit when the guest resets instead of rebooting it (as QEMU's -no-reboot).
     #[arg(long)]
     no_reboot: bool,
+    /// A disk or CD-ROM image: `file=F[,format=raw|qcow2][,media=disk|cdrom][,if=ide]
+    /// [,snapshot=on][,readonly=on][,index=N]` (repeatable; index 0–3 = primary master,
+    /// primary slave, secondary master, secondary slave).
+    #[arg(long = "drive", value_name = "SPEC", value_parser = parse_drive)]
+    drives: Vec<DriveSpec>,
+    /// Hard disk image as the primary master (`--drive file=F,index=0`).
+    #[arg(long, value_name = "FILE")]
+    hda: Option<PathBuf>,
+    /// CD-ROM image as the secondary master (`--drive file=F,media=cdrom,index=2`).
+    #[arg(long, value_name = "FILE")]
+    cdrom: Option<PathBuf>,
+    /// BIOS boot order: `c` = hard disk first, `d` = CD-ROM first.
+    #[arg(long, value_name = "c|d", default_value = "c", value_parser = ["c", "d"])]
+    boot: String,
     /// Print execution statistics to standard error at exit.
     #[arg(long)]
     stats: bool,
@@ -111,6 +127,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("size '{s}' is too large"))
 }
 
+fn parse_drive(s: &str) -> Result<DriveSpec, String> {
+    DriveSpec::parse(s).map_err(|e| e.to_string())
+}
+
 fn read_file(p: &PathBuf, what: &str) -> Result<Vec<u8>> {
     std::fs::read(p).with_context(|| format!("cannot read {what} '{}'", p.display()))
 }
@@ -142,9 +162,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
         RtcBase::Fixed(t) => t,
     };
     let what = cli.kernel.as_ref().unwrap_or(&cli.bios).display().to_string();
-    let cfg = MachineConfig { memory: cli.memory, firmware, no_reboot: cli.no_reboot, rtc_start };
+    let mut drives = cli.drives.clone();
+    if let Some(f) = &cli.hda {
+        let mut d = DriveSpec::new(f.clone());
+        d.index = Some(0);
+        drives.push(d);
+    }
+    if let Some(f) = &cli.cdrom {
+        let mut d = DriveSpec::new(f.clone());
+        d.media = Media::Cdrom;
+        d.index = Some(2);
+        drives.push(d);
+    }
+    let boot_order = if cli.boot == "d" { BootOrder::CdromFirst } else { BootOrder::DiskFirst };
+    let cfg = MachineConfig { memory: cli.memory, firmware, drives, boot_order, no_reboot: cli.no_reboot, rtc_start };
     let mut machine = Machine::new(cfg).with_context(|| format!("cannot boot '{what}'"))?;
-    let limits = RunLimits { max_insns: cli.max_insns, timeout: cli.timeout.map(Duration::from_secs_f64) };
+    let stop = signals::install();
+    let limits = RunLimits { max_insns: cli.max_insns, timeout: cli.timeout.map(Duration::from_secs_f64), stop: Some(stop) };
     let mut input = console::StdinConsole::new();
     let mut out = std::io::stdout();
     let start = Instant::now();
@@ -183,6 +217,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         RunOutcome::Timeout => (3, Some(format!("timeout after {:.1} s", wall.as_secs_f64()))),
         RunOutcome::InstructionLimit => (3, Some(format!("instruction limit reached ({} instructions)", machine.icount()))),
         RunOutcome::Hung => (4, Some("guest halted with interrupts enabled and nothing can wake it".to_string())),
+        RunOutcome::Stopped => {
+            let sig = signals::received();
+            (128 + sig as u8, Some(format!("stopped by signal {sig}; drives flushed")))
+        }
     };
     if let Some(w) = why {
         eprintln!("heron: {w}");
