@@ -181,6 +181,21 @@ impl Cpu {
         self.s.tlb.flush_all();
     }
 
+    /// Invalidate decoded code in guest-physical `[pa, pa + len)`: a device wrote there by
+    /// DMA, behind the CPU's store path.
+    pub fn invalidate_code_range(&mut self, pa: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let mut page = pa & !0xFFF;
+        while page < pa + len {
+            if self.code.is_code_page(page) {
+                self.code.invalidate_page(page);
+            }
+            page += 0x1000;
+        }
+    }
+
     /// Set the A20 gate (bit 20 of physical addresses masked when off).
     pub fn set_a20(&mut self, enabled: bool) {
         let m = if enabled { !0 } else { !(1u64 << 20) };

