@@ -9,10 +9,13 @@
 #![warn(missing_docs)]
 
 pub mod acpi_pm;
+pub mod atapi;
 pub mod fw_cfg;
 pub mod i8042;
+pub mod ide;
 pub mod pci;
 pub mod pic;
+pub mod piix3;
 pub mod pit;
 pub mod rtc;
 pub mod uart;

@@ -2,13 +2,15 @@
 //! pair, device timers against the virtual clock. Implements [`heron_softmmu::Bus`] for the CPU.
 
 use heron_devices::i8042::I8042;
-use heron_devices::pci::PciHost;
+use heron_devices::pci::{PciFunction, PciHost};
 use heron_devices::pic::Pic;
 use heron_devices::pit::Pit;
 use heron_devices::rtc::Rtc;
 use heron_devices::uart::Uart;
 use heron_devices::{le_value, set_le_value, Device, Nanos};
 use heron_devices::fw_cfg::FwCfg;
+use heron_devices::ide::{IdeController, BUS_MASTER_OFFSET, BUS_MASTER_SIZE};
+use heron_devices::piix3::{IdeDecode, Piix3Ide, Piix3Isa};
 use heron_devices::{DmaError, DmaMemory};
 use heron_softmmu::{Bus, GuestRam};
 use std::cell::RefCell;
@@ -87,6 +89,12 @@ pub struct Board {
     pub events: BoardEvents,
     /// BIOS ROM mapped at 4 GiB − its size (read-only MMIO).
     bios: Option<std::sync::Arc<[u8]>>,
+    /// The PIIX3 IDE controller (both channels; ports routed per the IDE function's decode).
+    pub ide: IdeController,
+    /// Port decode of the PIIX3 IDE function, refreshed after PCI configuration writes.
+    ide_decode: IdeDecode,
+    /// `PciHost::config_write_count` when `ide_decode` was last refreshed.
+    pci_writes_seen: u64,
     /// QEMU's firmware configuration interface (ports 0x510–0x51B), present for BIOS boot.
     pub fw_cfg: Option<FwCfg>,
     /// Bytes the guest wrote to the debug console port 0x402 (SeaBIOS's log), kept for
@@ -105,13 +113,20 @@ impl Board {
     pub fn new(rtc_start: i64, ram_bytes: u64, bios: Option<std::sync::Arc<[u8]>>) -> Self {
         let mut rtc = Rtc::new(rtc_start);
         rtc.set_memory_size(ram_bytes);
+        let mut pci = PciHost::new();
+        // PIIX3 at device 1, as on QEMU's pc machine: the slots are free on a new host.
+        let _ = pci.add_function(1, 0, Box::new(Piix3Isa::new()));
+        let _ = pci.add_function(1, 1, Box::new(Piix3Ide::new()));
         Board {
             pic: Pic::new(),
             pit: Pit::new(),
             rtc,
             uart: Uart::new(),
             i8042: I8042::new(),
-            pci: PciHost::new(),
+            pci,
+            ide: IdeController::new(),
+            ide_decode: IdeDecode::from_config(Piix3Ide::new().config()),
+            pci_writes_seen: u64::MAX,
             acpi: heron_devices::acpi_pm::AcpiPm::new(),
             post_code: 0,
             rcr: 0,
@@ -130,7 +145,7 @@ impl Board {
 
     /// Earliest virtual time any device needs [`Board::tick`].
     pub fn next_deadline(&self) -> Option<Nanos> {
-        [self.pit.next_deadline(), self.rtc.next_deadline(), self.i8042.next_deadline(), self.acpi.next_deadline(), self.uart.next_deadline()]
+        [self.pit.next_deadline(), self.rtc.next_deadline(), self.i8042.next_deadline(), self.acpi.next_deadline(), self.uart.next_deadline(), self.ide.next_deadline()]
             .into_iter()
             .flatten()
             .min()
@@ -153,6 +168,9 @@ impl Board {
         if self.uart.next_deadline().is_some_and(|d| d <= now) {
             self.uart.tick(now);
         }
+        if self.ide.next_deadline().is_some_and(|d| d <= now) {
+            self.ide.tick(now);
+        }
         self.update_irqs();
     }
 
@@ -167,6 +185,8 @@ impl Board {
         self.pic.set_irq(8, self.rtc.irq_level());
         self.pic.set_irq(ACPI_SCI_IRQ, self.acpi.sci_level());
         self.pic.set_irq(12, self.i8042.irq12_level());
+        self.pic.set_irq(14, self.ide.irq14_level());
+        self.pic.set_irq(15, self.ide.irq15_level());
         if self.i8042.take_reset_request() {
             self.events.reset = true;
         }
@@ -175,8 +195,41 @@ impl Board {
         }
     }
 
+    /// Program the PIIX3 IDE function as firmware would (I/O decode, both channels, bus
+    /// master at `bmiba`), for direct Linux boot where no BIOS does it.
+    pub fn configure_ide_like_firmware(&mut self, bmiba: u16) {
+        if let Some(f) = self.pci.function_mut(1, 1) {
+            let mut ide = Piix3Ide::new();
+            ide.configure_like_firmware(bmiba);
+            *f.config_mut() = ide.config().clone();
+        }
+        self.pci_writes_seen = u64::MAX;
+    }
+
+    /// Re-read the IDE function's decode after PCI configuration writes.
+    fn refresh_ide_decode(&mut self) {
+        let n = self.pci.config_write_count();
+        if n != self.pci_writes_seen {
+            self.pci_writes_seen = n;
+            if let Some(f) = self.pci.function(1, 1) {
+                self.ide_decode = IdeDecode::from_config(f.config());
+            }
+            self.ide.set_bus_master_enabled(self.ide_decode.bus_master);
+        }
+    }
+
     fn port_device(&mut self, port: u16) -> Option<(&mut dyn Device, u64)> {
         let p = port as u64;
+        self.refresh_ide_decode();
+        let d = self.ide_decode;
+        if let Some(base) = d.bmiba {
+            if (base as u64..base as u64 + BUS_MASTER_SIZE).contains(&p) {
+                return Some((&mut self.ide, BUS_MASTER_OFFSET + p - base as u64));
+            }
+        }
+        if (d.primary && matches!(port, 0x1F0..=0x1F7 | 0x3F6)) || (d.secondary && matches!(port, 0x170..=0x177 | 0x376)) {
+            return Some((&mut self.ide, p));
+        }
         Some(match port {
             0x20 | 0x21 | 0xA0 | 0xA1 | 0x4D0 | 0x4D1 => (&mut self.pic, p),
             0x40..=0x43 | 0x61 => (&mut self.pit, p),

@@ -17,6 +17,7 @@ use heron_cpu::{Cpu, ExitReason};
 use heron_softmmu::{GuestRam, RamError};
 
 use board::{insns_to_ns, ns_to_insns, Board};
+use heron_devices::ide::{IdeChannel, IdeDrive, IdeMedia};
 
 /// Smallest RAM size accepted, in bytes.
 pub const MIN_RAM: u64 = 16 << 20;
@@ -163,6 +164,18 @@ pub enum RunOutcome {
     Hung,
 }
 
+/// I/O base of the IDE bus master registers when no BIOS assigns one (as SeaBIOS does on
+/// QEMU's pc machine).
+pub const DIRECT_BOOT_BMIBA: u16 = 0xC040;
+
+/// IDE channel and drive of IDE index 0–3 (primary master, primary slave, secondary master,
+/// secondary slave).
+fn ide_position(idx: usize) -> (IdeChannel, IdeDrive) {
+    let ch = if idx < 2 { IdeChannel::Primary } else { IdeChannel::Secondary };
+    let dr = if idx % 2 == 0 { IdeDrive::Master } else { IdeDrive::Slave };
+    (ch, dr)
+}
+
 /// The ROM image of a BIOS firmware, shared with the board's MMIO decode.
 fn bios_rom(f: &Firmware) -> Option<std::sync::Arc<[u8]>> {
     match f {
@@ -210,6 +223,8 @@ pub struct Machine {
     /// The devices.
     pub board: Board,
     pending_input: std::collections::VecDeque<u8>,
+    /// Drives waiting to be attached at the next boot (IDE index 0–3).
+    pending_media: [Option<IdeMedia>; 4],
     /// Guest-physical ranges devices wrote by DMA since the CPU last ran.
     dma_written: std::rc::Rc<std::cell::RefCell<Vec<(u64, u64)>>>,
     /// Guest instructions retired at the last reset (statistics).
@@ -236,7 +251,14 @@ impl Machine {
         let ram = GuestRam::new(cfg.memory)?;
         let cpu = Cpu::new(ram.clone());
         let board = Board::new(cfg.rtc_start, cfg.memory, bios_rom(&cfg.firmware));
-        let mut m = Machine { cfg, ram, cpu, board, pending_input: Default::default(), dma_written: Default::default(), resets: 0 };
+        let mut pending_media: [Option<IdeMedia>; 4] = Default::default();
+        for d in open_drives(&cfg.drives)? {
+            pending_media[d.index as usize] = Some(match d.media {
+                heron_block::Media::Disk => IdeMedia::HardDisk(d.backend),
+                heron_block::Media::Cdrom => IdeMedia::CdRom(Some(d.backend)),
+            });
+        }
+        let mut m = Machine { cfg, ram, cpu, board, pending_input: Default::default(), pending_media, dma_written: Default::default(), resets: 0 };
         m.boot()?;
         Ok(m)
     }
@@ -258,11 +280,32 @@ impl Machine {
         self.cpu = Cpu::new(self.ram.clone());
         // Virtual time keeps running across resets so device timers stay monotonic.
         self.cpu.s.icount = icount;
+        // Drives survive a reset: take them off the old board (or the pending list).
+        for idx in 0..4 {
+            let (ch, dr) = ide_position(idx);
+            if let Some(m) = self.board.ide.detach(ch, dr) {
+                self.pending_media[idx] = Some(m);
+            }
+        }
         self.board = Board::new(self.cfg.rtc_start, self.cfg.memory, bios_rom(&self.cfg.firmware));
+        let dma = board::RamDma::new(self.ram.clone(), self.dma_written.clone());
+        self.board.ide.set_dma_memory(Box::new(dma));
+        let mut chs: [Option<firmware::Chs>; 4] = [None; 4];
+        for idx in 0..4 {
+            if let Some(m) = self.pending_media[idx].take() {
+                if let IdeMedia::HardDisk(b) = &m {
+                    let g = heron_devices::ide::ChsGeometry::for_sectors(b.size() / 512);
+                    chs[idx] = Some(firmware::Chs { cylinders: g.cylinders as u32, heads: g.heads as u32, sectors: g.sectors as u32 });
+                }
+                let (ch, dr) = ide_position(idx);
+                self.board.ide.attach(ch, dr, m);
+            }
+        }
         let (kernel, initrd, cmdline) = match &self.cfg.firmware {
             Firmware::Linux { kernel, initrd, cmdline } => (kernel, initrd, cmdline),
             Firmware::Bios { rom } => {
-                let fw = firmware::SeabiosConfig::new(self.cfg.memory, self.cfg.boot_order, board::ACPI_PM_BASE, board::ACPI_SCI_IRQ);
+                let mut fw = firmware::SeabiosConfig::new(self.cfg.memory, self.cfg.boot_order, board::ACPI_PM_BASE, board::ACPI_SCI_IRQ);
+                fw.ata_chs = chs;
                 let dma = board::RamDma::new(self.ram.clone(), self.dma_written.clone());
                 let mut fw_cfg = heron_devices::fw_cfg::FwCfg::new(Box::new(dma));
                 fw.apply(&mut fw_cfg).map_err(|e| MachineError::Drive(e.to_string()))?;
@@ -280,6 +323,8 @@ impl Machine {
                 return Ok(());
             }
         };
+        // No BIOS: program the IDE function as firmware would, so Linux finds both channels.
+        self.board.configure_ide_like_firmware(DIRECT_BOOT_BMIBA);
         let boot = linux::load_linux(&mut self.ram, kernel, initrd.as_deref(), cmdline)?;
         let rsdp = acpi::build_acpi_tables(&mut self.ram, ACPI_TABLES, board::ACPI_PM_BASE, board::ACPI_SCI_IRQ)?;
         linux::set_acpi_rsdp(&mut self.ram, boot.zero_page, rsdp);
@@ -452,7 +497,7 @@ impl Machine {
 
     /// Make every write the guest saw complete durable on the host (fsync of each image).
     pub fn flush_drives(&mut self) -> Result<(), MachineError> {
-        Ok(())
+        self.board.ide.flush_all().map_err(|e| MachineError::Drive(format!("flush failed: {e}")))
     }
 
     /// Guest instructions retired (the virtual clock).

@@ -184,7 +184,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let start = Instant::now();
     let outcome = machine.run(&mut out, &mut input, limits);
     drop(input);
+    // Whatever ended the run, make the guest's completed writes durable before exiting.
+    let flushed = machine.flush_drives();
     let outcome = outcome?;
+    flushed?;
     let wall = start.elapsed();
     if cli.stats {
         let st = &machine.cpu.stats;
