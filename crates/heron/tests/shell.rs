@@ -1,69 +1,139 @@
-//! The interactive path: boot the kit without `kit=`, wait for the shell prompt on the serial
-//! console, type commands one at a time, and check the answers and the exit status after
-//! `poweroff -f`.
+//! The interactive path on the serial console: boot the kit without `kit=`, wait for the shell
+//! prompt, type commands, check the answers. Also the durability test: kill Heron with SIGTERM
+//! right after the guest's `sync` returns and check the host sees the data.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Wait until the output holds `needle` `count` times (or time runs out).
-fn wait_for(buf: &Arc<Mutex<Vec<u8>>>, needle: &str, count: usize, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        let text = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
-        if text.matches(needle).count() >= count {
-            return true;
+const GUESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/guests");
+const LIMIT: Duration = Duration::from_secs(600);
+
+/// A running `heron` with its serial console captured.
+struct Guest {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: Arc<Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Guest {
+    fn start(extra: &[&str]) -> Option<Guest> {
+        if !Path::new(GUESTS).join("vmlinuz").exists() {
+            eprintln!("skipping: ../shared/guests not present");
+            return None;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_heron"))
+            .args(["--kernel", &format!("{GUESTS}/vmlinuz"), "--initrd", &format!("{GUESTS}/initramfs.cpio.gz")])
+            .args(["--append", "console=ttyS0 quiet", "-m", "256M", "--timeout", "900"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let o = out.clone();
+        let reader = std::thread::spawn(move || {
+            let mut b = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+                o.lock().unwrap().extend_from_slice(&b[..n]);
+            }
+        });
+        let stdin = child.stdin.take();
+        Some(Guest { child, stdin, out, reader: Some(reader) })
     }
-    false
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    /// Wait until the output holds `needle` at least `count` times.
+    fn wait_for(&self, needle: &str, count: usize) {
+        let start = Instant::now();
+        while start.elapsed() < LIMIT {
+            if self.text().matches(needle).count() >= count {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("waited {LIMIT:?} for {needle:?} x{count}; output:\n{}", self.text());
+    }
+
+    fn send(&mut self, line: &str) {
+        let s = self.stdin.as_mut().unwrap();
+        s.write_all(format!("{line}\n").as_bytes()).unwrap();
+        s.flush().unwrap();
+    }
+
+    /// Type `cmds` one at a time, each after a fresh prompt.
+    fn run_commands(&mut self, cmds: &[&str]) {
+        let prompts = self.text().matches("# ").count();
+        self.wait_for("# ", prompts.max(1));
+        for (k, cmd) in cmds.iter().enumerate() {
+            self.wait_for("# ", prompts.max(1) + k);
+            self.send(cmd);
+        }
+    }
+
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        self.reader.take().unwrap().join().unwrap();
+        (status, self.text())
+    }
 }
 
 #[test]
 fn shell_on_serial_console() {
-    let g = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/guests");
-    if !std::path::Path::new(g).join("vmlinuz").exists() {
-        eprintln!("skipping: ../shared/guests not present");
-        return;
-    }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_heron"))
-        .args(["--kernel", &format!("{g}/vmlinuz"), "--initrd", &format!("{g}/initramfs.cpio.gz")])
-        .args(["--append", "console=ttyS0 quiet", "-m", "256M", "--timeout", "900"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let o = out.clone();
-    let reader = std::thread::spawn(move || {
-        let mut b = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut b) {
-            if n == 0 {
-                break;
-            }
-            o.lock().unwrap().extend_from_slice(&b[..n]);
-        }
-    });
-    let mut stdin = child.stdin.take().unwrap();
-    let limit = Duration::from_secs(600);
-    let cmds = ["uname -a", "ls /", "cat /proc/cpuinfo", "echo SHELL-DONE"];
-    for (k, cmd) in cmds.iter().enumerate() {
-        let seen = wait_for(&out, "# ", k + 1, limit);
-        assert!(seen, "no shell prompt #{}; output:\n{}", k + 1, String::from_utf8_lossy(&out.lock().unwrap()));
-        stdin.write_all(format!("{cmd}\n").as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    }
-    assert!(wait_for(&out, "SHELL-DONE\r\n", 1, limit) || wait_for(&out, "SHELL-DONE\n", 1, limit));
-    stdin.write_all(b"poweroff -f\n").unwrap();
-    drop(stdin);
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    let text = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+    let Some(mut g) = Guest::start(&[]) else { return };
+    g.run_commands(&["uname -a", "ls /", "cat /proc/cpuinfo", "echo SHELL-$((6*7))"]);
+    g.wait_for("SHELL-42", 1);
+    g.send("poweroff -f");
+    let (status, text) = g.finish();
     assert!(status.success(), "status {status:?}; output:\n{text}");
     assert!(text.contains("Linux") && text.contains("6.1.0"), "uname -a missing:\n{text}");
     assert!(text.contains("init") && text.contains("proc"), "ls / missing:\n{text}");
     assert!(text.contains("model name") && text.contains("Heron Virtual CPU"), "cpuinfo missing:\n{text}");
+}
+
+/// Heron killed with SIGTERM right after the guest's `sync` returns: the data is on the host.
+#[test]
+fn sigterm_after_sync_keeps_the_data() {
+    if Command::new("e2fsck").arg("-V").output().is_err() {
+        eprintln!("skipping: e2fsprogs not installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("heron-durability-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = dir.join("d.img");
+    if std::fs::copy(Path::new(GUESTS).join("data.ext4"), &img).is_err() {
+        eprintln!("skipping: ../shared/guests not present");
+        return;
+    }
+    let Some(mut g) = Guest::start(&["--hda", img.to_str().unwrap()]) else { return };
+    g.run_commands(&[
+        "for m in $(cat /lib/modules/load-order); do insmod /lib/modules/$m 2>/dev/null; done; sleep 1",
+        "mount -t ext4 /dev/sda /mnt && seq 1 5000 > /mnt/durable.txt && sync && echo SYNC-$((1+1))",
+    ]);
+    g.wait_for("SYNC-2", 1);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(g.child.id() as i32, libc::SIGTERM) };
+    let (status, text) = g.finish();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "output:\n{text}");
+    // The filesystem was not unmounted: replay its journal on a copy, as a mount would.
+    let copy = dir.join("copy.img");
+    std::fs::copy(&img, &copy).unwrap();
+    let fsck = Command::new("e2fsck").args(["-fy"]).arg(&copy).output().unwrap();
+    assert!(fsck.status.code().unwrap_or(8) <= 1, "e2fsck: {}", String::from_utf8_lossy(&fsck.stdout));
+    let cat = Command::new("debugfs").args(["-R", "cat durable.txt"]).arg(&copy).output().unwrap();
+    let data = String::from_utf8_lossy(&cat.stdout);
+    assert_eq!(data.lines().count(), 5000, "durable.txt on the host:\n{data}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
