@@ -47,3 +47,36 @@ fn impossible_memory_sizes() {
         assert!(err.contains("memory size"), "{err}");
     }
 }
+
+#[test]
+fn bad_drive_images() {
+    let kernel = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/guests/vmlinuz");
+    if !std::path::Path::new(kernel).exists() {
+        return;
+    }
+    let (code, err) = heron(&["--kernel", kernel, "--hda", "/nonexistent/disk.img"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/disk.img"), "{err}");
+    // A file that claims to be qcow2 but is garbage: a clear error, and the file is unchanged.
+    let dir = std::env::temp_dir().join(format!("heron-cli-img-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad.qcow2");
+    let mut bytes = b"QFI\xfb".to_vec();
+    bytes.extend(std::iter::repeat(0xA5u8).take(4096));
+    std::fs::write(&f, &bytes).unwrap();
+    let (code, err) = heron(&["--kernel", kernel, "--drive", &format!("file={},format=qcow2", f.display())]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(std::fs::read(&f).unwrap(), bytes, "a rejected image was modified");
+    let (code, err) = heron(&["--kernel", kernel, "--drive", "file=x.img,if=scsi"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("if"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn missing_bios_names_the_package() {
+    let (code, err) = heron(&["--bios", "/nonexistent/bios.bin"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/bios.bin"), "{err}");
+}
