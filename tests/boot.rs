@@ -34,7 +34,7 @@ fn boot(cmdline: &str) -> Option<(RunOutcome, String)> {
     };
     let mut m = Machine::new(cfg).expect("machine");
     let mut out = Vec::new();
-    let limits = RunLimits { max_insns: Some(40_000_000_000), timeout: Some(Duration::from_secs(900)) };
+    let limits = RunLimits { max_insns: Some(40_000_000_000), timeout: Some(Duration::from_secs(900)), ..Default::default() };
     let outcome = m.run(&mut out, &mut NoInput, limits).expect("run");
     Some((outcome, String::from_utf8_lossy(&out).into_owned()))
 }
