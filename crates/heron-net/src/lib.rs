@@ -1,7 +1,21 @@
 //! Network backends for Heron's NICs: the [`NetBackend`] trait the device models (e1000) use,
-//! and its implementations (user-mode NAT, TAP).
+//! and its implementations:
+//!
+//! * [`user::UserNet`]: user-mode NAT like QEMU's `-netdev user` (slirp), on smoltcp: no
+//!   privileges needed; guest 10.0.2.15, gateway/host 10.0.2.2, DNS 10.0.2.3, DHCP, TCP and
+//!   UDP NAT to host sockets, `hostfwd` port forwards. Real-time, so not deterministic.
+//! * [`tap::TapNet`]: a host TAP interface (Linux `/dev/net/tun`).
+//! * [`spec`]: `--nic` option strings ([`NicSpec`]) and [`open_nic`].
 
 #![warn(missing_docs)]
+
+pub mod spec;
+pub mod tap;
+pub mod user;
+
+pub use spec::{open_nic, parse_mac, MacAddr, NicSpec};
+pub use tap::TapNet;
+pub use user::{HostFwd, UserConfig, UserNet};
 
 /// Errors of a network backend.
 #[derive(Debug, thiserror::Error)]
