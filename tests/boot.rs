@@ -29,6 +29,7 @@ fn boot(cmdline: &str) -> Option<(RunOutcome, String)> {
         },
         drives: Vec::new(),
         boot_order: Default::default(),
+        nic: heron_net::NicSpec::None,
         no_reboot: true,
         rtc_start: 1_700_000_000,
     };

@@ -10,6 +10,7 @@
 
 pub mod acpi_pm;
 pub mod atapi;
+pub mod e1000;
 pub mod fw_cfg;
 pub mod i8042;
 pub mod ide;

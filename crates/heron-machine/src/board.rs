@@ -10,6 +10,7 @@ use heron_devices::uart::Uart;
 use heron_devices::{le_value, set_le_value, Device, Nanos};
 use heron_devices::fw_cfg::FwCfg;
 use heron_devices::ide::{IdeController, BUS_MASTER_OFFSET, BUS_MASTER_SIZE};
+use heron_devices::e1000::{E1000Decode, E1000PciProxy, E1000, IO_SIZE as NIC_IO_SIZE, MMIO_SIZE as NIC_MMIO_SIZE};
 use heron_devices::piix3::{IdeDecode, Piix3Ide, Piix3Isa};
 use heron_devices::{DmaError, DmaMemory};
 use heron_softmmu::{Bus, GuestRam};
@@ -93,8 +94,14 @@ pub struct Board {
     pub ide: IdeController,
     /// Port decode of the PIIX3 IDE function, refreshed after PCI configuration writes.
     ide_decode: IdeDecode,
-    /// `PciHost::config_write_count` when `ide_decode` was last refreshed.
+    /// `PciHost::config_write_count` when the decodes below were last refreshed.
     pci_writes_seen: u64,
+    /// The e1000 NIC at PCI 00:03.0, if the machine has one.
+    pub nic: Option<Rc<RefCell<E1000>>>,
+    /// BAR decode of the NIC.
+    nic_decode: E1000Decode,
+    /// PIC input of the NIC's INTA# (through the PIIX3 PIRQ routing), if routed.
+    nic_irq: Option<u8>,
     /// QEMU's firmware configuration interface (ports 0x510–0x51B), present for BIOS boot.
     pub fw_cfg: Option<FwCfg>,
     /// Bytes the guest wrote to the debug console port 0x402 (SeaBIOS's log), kept for
@@ -104,19 +111,25 @@ pub struct Board {
 
 /// I/O base of the ACPI PM registers (PM1a_EVT_BLK; PM1a_CNT_BLK at +4, PM_TMR_BLK at +8).
 pub const ACPI_PM_BASE: u16 = 0x600;
+/// PCI device number of the e1000 (00:03.0, as on QEMU's pc machine).
+pub const NIC_PCI_DEVICE: u8 = 3;
+
 /// IRQ of the ACPI SCI.
 pub const ACPI_SCI_IRQ: u8 = 9;
 
 impl Board {
     /// A board with every device in its power-on state; `rtc_start` is the host time (Unix
     /// seconds) the RTC starts from; `ram_bytes` goes into the CMOS memory-size bytes.
-    pub fn new(rtc_start: i64, ram_bytes: u64, bios: Option<std::sync::Arc<[u8]>>) -> Self {
+    pub fn new(rtc_start: i64, ram_bytes: u64, bios: Option<std::sync::Arc<[u8]>>, nic: Option<Rc<RefCell<E1000>>>) -> Self {
         let mut rtc = Rtc::new(rtc_start);
         rtc.set_memory_size(ram_bytes);
         let mut pci = PciHost::new();
         // PIIX3 at device 1, as on QEMU's pc machine: the slots are free on a new host.
         let _ = pci.add_function(1, 0, Box::new(Piix3Isa::new()));
         let _ = pci.add_function(1, 1, Box::new(Piix3Ide::new()));
+        if let Some(n) = &nic {
+            let _ = pci.add_function(NIC_PCI_DEVICE, 0, Box::new(E1000PciProxy::new(n.clone())));
+        }
         Board {
             pic: Pic::new(),
             pit: Pit::new(),
@@ -127,6 +140,9 @@ impl Board {
             ide: IdeController::new(),
             ide_decode: IdeDecode::from_config(Piix3Ide::new().config()),
             pci_writes_seen: u64::MAX,
+            nic_decode: nic.as_ref().map(|n| n.borrow().decode()).unwrap_or(E1000Decode { mmio: None, io: None, bus_master: false }),
+            nic,
+            nic_irq: None,
             acpi: heron_devices::acpi_pm::AcpiPm::new(),
             post_code: 0,
             rcr: 0,
@@ -145,7 +161,8 @@ impl Board {
 
     /// Earliest virtual time any device needs [`Board::tick`].
     pub fn next_deadline(&self) -> Option<Nanos> {
-        [self.pit.next_deadline(), self.rtc.next_deadline(), self.i8042.next_deadline(), self.acpi.next_deadline(), self.uart.next_deadline(), self.ide.next_deadline()]
+        let nic = self.nic.as_ref().and_then(|n| n.borrow().next_deadline());
+        [self.pit.next_deadline(), self.rtc.next_deadline(), self.i8042.next_deadline(), self.acpi.next_deadline(), self.uart.next_deadline(), self.ide.next_deadline(), nic]
             .into_iter()
             .flatten()
             .min()
@@ -171,6 +188,12 @@ impl Board {
         if self.ide.next_deadline().is_some_and(|d| d <= now) {
             self.ide.tick(now);
         }
+        if let Some(n) = &self.nic {
+            let mut n = n.borrow_mut();
+            if n.next_deadline().is_some_and(|d| d <= now) {
+                n.tick(now);
+            }
+        }
         self.update_irqs();
     }
 
@@ -187,6 +210,9 @@ impl Board {
         self.pic.set_irq(12, self.i8042.irq12_level());
         self.pic.set_irq(14, self.ide.irq14_level());
         self.pic.set_irq(15, self.ide.irq15_level());
+        if let (Some(n), Some(irq)) = (&self.nic, self.nic_irq) {
+            self.pic.set_irq(irq, n.borrow().irq_level());
+        }
         if self.i8042.take_reset_request() {
             self.events.reset = true;
         }
@@ -206,7 +232,29 @@ impl Board {
         self.pci_writes_seen = u64::MAX;
     }
 
-    /// Re-read the IDE function's decode after PCI configuration writes.
+    /// Program the NIC and its PIRQ route as firmware would (BAR0 at `mmio`, BAR1 at `io`,
+    /// INTA# on `irq`), for direct Linux boot where no BIOS does it.
+    pub fn configure_nic_like_firmware(&mut self, mmio: u32, io: u16, irq: u8) {
+        if let Some(n) = &self.nic {
+            n.borrow_mut().configure_like_firmware(mmio, io, irq);
+            let pirq = Piix3Isa::pirq_for_pin(NIC_PCI_DEVICE, 0);
+            if let Some(isa) = self.pci.function_mut(1, 0) {
+                isa.config_mut().set_u8(0x60 + pirq, irq);
+            }
+        }
+        self.pci_writes_seen = u64::MAX;
+    }
+
+    /// Poll the NIC's backend and move received frames into the guest's RX ring.
+    pub fn poll_nic(&mut self, now: Nanos) {
+        if let Some(n) = &self.nic {
+            n.borrow_mut().poll_rx(now);
+            self.update_irqs();
+        }
+    }
+
+    /// Re-read PCI-programmed decodes (IDE ports, NIC BARs, PIRQ routes) after configuration
+    /// writes.
     fn refresh_ide_decode(&mut self) {
         let n = self.pci.config_write_count();
         if n != self.pci_writes_seen {
@@ -215,7 +263,29 @@ impl Board {
                 self.ide_decode = IdeDecode::from_config(f.config());
             }
             self.ide.set_bus_master_enabled(self.ide_decode.bus_master);
+            if let Some(nic) = &self.nic {
+                self.nic_decode = nic.borrow().decode();
+                let pirq = Piix3Isa::pirq_for_pin(NIC_PCI_DEVICE, 0);
+                self.nic_irq = self.pci.function(1, 0).and_then(|isa| Piix3Isa::pirq_route_config(isa.config(), pirq));
+            }
         }
+    }
+
+    /// The NIC if `addr` falls in its BAR0 (offset within BAR0).
+    fn nic_mmio(&mut self, addr: u64) -> Option<(Rc<RefCell<E1000>>, u64)> {
+        self.refresh_ide_decode();
+        let base = self.nic_decode.mmio?;
+        let nic = self.nic.as_ref()?;
+        (addr >= base && addr < base + NIC_MMIO_SIZE as u64).then(|| (nic.clone(), addr - base))
+    }
+
+    /// The NIC if `port` falls in its I/O BAR (offset within BAR1).
+    fn nic_io(&mut self, port: u16) -> Option<(Rc<RefCell<E1000>>, u64)> {
+        self.refresh_ide_decode();
+        let base = self.nic_decode.io? as u64;
+        let nic = self.nic.as_ref()?;
+        let p = port as u64;
+        (p >= base && p < base + NIC_IO_SIZE as u64).then(|| (nic.clone(), p - base))
     }
 
     fn port_device(&mut self, port: u16) -> Option<(&mut dyn Device, u64)> {
@@ -259,6 +329,10 @@ impl Bus for Board {
             0x402 => set_le_value(data, 0xE9),
             0x92 => set_le_value(data, self.port92 as u64),
             0xCF9 => set_le_value(data, self.rcr as u64),
+            _ if self.nic_io(port).is_some() => {
+                let (n, off) = self.nic_io(port).unwrap();
+                n.borrow_mut().io_read(now, off, data);
+            }
             _ => {
                 if let Some((d, off)) = self.port_device(port) {
                     d.read(now, off, data);
@@ -297,6 +371,10 @@ impl Bus for Board {
                 }
                 self.rcr = value as u8 & 0x0A;
             }
+            _ if self.nic_io(port).is_some() => {
+                let (n, off) = self.nic_io(port).unwrap();
+                n.borrow_mut().io_write(now, off, data);
+            }
             _ => {
                 if let Some((d, off)) = self.port_device(port) {
                     d.write(now, off, data);
@@ -306,7 +384,15 @@ impl Bus for Board {
         self.update_irqs();
     }
 
-    fn mmio_read(&mut self, _icount: u64, addr: u64, size: u8) -> u64 {
+    fn mmio_read(&mut self, icount: u64, addr: u64, size: u8) -> u64 {
+        if let Some((n, off)) = self.nic_mmio(addr) {
+            let mut buf = [0u8; 8];
+            let data = &mut buf[..size.clamp(1, 8) as usize];
+            n.borrow_mut().read(insns_to_ns(icount), off, data);
+            let v = le_value(data);
+            self.update_irqs();
+            return v;
+        }
         if let Some(rom) = &self.bios {
             let base = (1u64 << 32) - rom.len() as u64;
             if addr >= base && addr + size as u64 <= 1 << 32 {
@@ -322,7 +408,15 @@ impl Bus for Board {
         u64::MAX
     }
 
-    fn mmio_write(&mut self, _icount: u64, _addr: u64, _size: u8, _value: u64) {}
+    fn mmio_write(&mut self, icount: u64, addr: u64, size: u8, value: u64) {
+        if let Some((n, off)) = self.nic_mmio(addr) {
+            let mut buf = [0u8; 8];
+            let data = &mut buf[..size.clamp(1, 8) as usize];
+            set_le_value(data, value);
+            n.borrow_mut().write(insns_to_ns(icount), off, data);
+            self.update_irqs();
+        }
+    }
 
     fn interrupt_pending(&self) -> bool {
         self.pic.has_interrupt()

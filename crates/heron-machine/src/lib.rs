@@ -48,6 +48,9 @@ pub enum MachineError {
     /// A drive could not be opened or placed.
     #[error("drive: {0}")]
     Drive(String),
+    /// The network backend could not be set up.
+    #[error("network: {0}")]
+    Net(String),
     /// The BIOS image has an impossible size.
     #[error("BIOS image is {0} bytes: it must be 64 KiB to 16 MiB, a multiple of 64 KiB")]
     BadBios(usize),
@@ -124,6 +127,8 @@ pub struct MachineConfig {
     pub drives: Vec<heron_block::DriveSpec>,
     /// BIOS boot order.
     pub boot_order: BootOrder,
+    /// Network card: an e1000 with this backend, or none.
+    pub nic: heron_net::NicSpec,
     /// Exit instead of rebooting when the guest resets or triple-faults (QEMU `-no-reboot`).
     pub no_reboot: bool,
     /// Host time (Unix seconds) the RTC starts from.
@@ -167,6 +172,13 @@ pub enum RunOutcome {
 /// I/O base of the IDE bus master registers when no BIOS assigns one (as SeaBIOS does on
 /// QEMU's pc machine).
 pub const DIRECT_BOOT_BMIBA: u16 = 0xC040;
+
+/// BAR0 of the e1000 when no BIOS assigns one.
+pub const DIRECT_BOOT_NIC_MMIO: u32 = 0xFEBC_0000;
+/// BAR1 (I/O) of the e1000 when no BIOS assigns one.
+pub const DIRECT_BOOT_NIC_IO: u16 = 0xC000;
+/// IRQ the e1000's INTA# is routed to when no BIOS does it (PIIX3 PIRQC).
+pub const DIRECT_BOOT_NIC_IRQ: u8 = 11;
 
 /// IDE channel and drive of IDE index 0–3 (primary master, primary slave, secondary master,
 /// secondary slave).
@@ -223,6 +235,8 @@ pub struct Machine {
     /// The devices.
     pub board: Board,
     pending_input: std::collections::VecDeque<u8>,
+    /// The e1000, if configured; kept across resets (it holds the network backend).
+    nic: Option<std::rc::Rc<std::cell::RefCell<heron_devices::e1000::E1000>>>,
     /// Drives waiting to be attached at the next boot (IDE index 0–3).
     pending_media: [Option<IdeMedia>; 4],
     /// Guest-physical ranges devices wrote by DMA since the CPU last ran.
@@ -250,7 +264,16 @@ impl Machine {
         }
         let ram = GuestRam::new(cfg.memory)?;
         let cpu = Cpu::new(ram.clone());
-        let board = Board::new(cfg.rtc_start, cfg.memory, bios_rom(&cfg.firmware));
+        let dma_written: std::rc::Rc<std::cell::RefCell<Vec<(u64, u64)>>> = Default::default();
+        let nic = match heron_net::open_nic(&cfg.nic).map_err(|e| MachineError::Net(e.to_string()))? {
+            Some(backend) => {
+                let mac = cfg.nic.mac().unwrap_or(heron_net::MacAddr::QEMU_DEFAULT).0;
+                let dma = board::RamDma::new(ram.clone(), dma_written.clone());
+                Some(std::rc::Rc::new(std::cell::RefCell::new(heron_devices::e1000::E1000::new(mac, backend, Box::new(dma)))))
+            }
+            None => None,
+        };
+        let board = Board::new(cfg.rtc_start, cfg.memory, bios_rom(&cfg.firmware), None);
         let mut pending_media: [Option<IdeMedia>; 4] = Default::default();
         for d in open_drives(&cfg.drives)? {
             pending_media[d.index as usize] = Some(match d.media {
@@ -258,7 +281,7 @@ impl Machine {
                 heron_block::Media::Cdrom => IdeMedia::CdRom(Some(d.backend)),
             });
         }
-        let mut m = Machine { cfg, ram, cpu, board, pending_input: Default::default(), pending_media, dma_written: Default::default(), resets: 0 };
+        let mut m = Machine { cfg, ram, cpu, board, pending_input: Default::default(), nic, pending_media, dma_written, resets: 0 };
         m.boot()?;
         Ok(m)
     }
@@ -287,7 +310,10 @@ impl Machine {
                 self.pending_media[idx] = Some(m);
             }
         }
-        self.board = Board::new(self.cfg.rtc_start, self.cfg.memory, bios_rom(&self.cfg.firmware));
+        if let Some(n) = &self.nic {
+            n.borrow_mut().reset();
+        }
+        self.board = Board::new(self.cfg.rtc_start, self.cfg.memory, bios_rom(&self.cfg.firmware), self.nic.clone());
         let dma = board::RamDma::new(self.ram.clone(), self.dma_written.clone());
         self.board.ide.set_dma_memory(Box::new(dma));
         let mut chs: [Option<firmware::Chs>; 4] = [None; 4];
@@ -325,6 +351,7 @@ impl Machine {
         };
         // No BIOS: program the IDE function as firmware would, so Linux finds both channels.
         self.board.configure_ide_like_firmware(DIRECT_BOOT_BMIBA);
+        self.board.configure_nic_like_firmware(DIRECT_BOOT_NIC_MMIO, DIRECT_BOOT_NIC_IO, DIRECT_BOOT_NIC_IRQ);
         let boot = linux::load_linux(&mut self.ram, kernel, initrd.as_deref(), cmdline)?;
         let rsdp = acpi::build_acpi_tables(&mut self.ram, ACPI_TABLES, board::ACPI_PM_BASE, board::ACPI_SCI_IRQ)?;
         linux::set_acpi_rsdp(&mut self.ram, boot.zero_page, rsdp);
@@ -364,6 +391,7 @@ impl Machine {
         let outcome = loop {
             let now = insns_to_ns(self.cpu.s.icount);
             self.board.tick(now);
+            self.board.poll_nic(now);
             self.feed_input(input);
             if input.quit_requested() {
                 break RunOutcome::UserQuit;
@@ -438,16 +466,26 @@ impl Machine {
                     match self.board.next_deadline() {
                         Some(d) => {
                             let target = ns_to_insns(d);
-                            if input.interactive() {
+                            // A person at the keyboard or a real network: idle time passes at
+                            // host speed (host-synchronized idling), so keys and host sockets
+                            // keep pace with the guest's timers. Otherwise time jumps.
+                            if input.interactive() || self.nic.is_some() {
                                 let gap = Duration::from_nanos(insns_to_ns(target.saturating_sub(self.cpu.s.icount)));
                                 if gap > Duration::from_millis(1) {
                                     out.flush()?;
-                                    if let Some(bytes) = input.wait(gap.min(Duration::from_millis(50))) {
-                                        self.pending_input.extend(bytes);
-                                        if !self.pending_input.is_empty() {
-                                            continue;
+                                    let slice = gap.min(Duration::from_millis(if self.nic.is_some() { 1 } else { 50 }));
+                                    let waited = Instant::now();
+                                    if input.interactive() {
+                                        if let Some(bytes) = input.wait(slice) {
+                                            self.pending_input.extend(bytes);
                                         }
+                                    } else {
+                                        std::thread::sleep(slice);
                                     }
+                                    let elapsed = waited.elapsed().min(gap);
+                                    self.cpu.s.icount += ns_to_insns(elapsed.as_nanos() as u64);
+                                    self.board.poll_nic(insns_to_ns(self.cpu.s.icount));
+                                    continue;
                                 }
                             }
                             let target = insn_limit.map_or(target, |l| target.min(l));

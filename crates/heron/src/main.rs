@@ -55,6 +55,14 @@ struct Cli {
     /// BIOS boot order: `c` = hard disk first, `d` = CD-ROM first.
     #[arg(long, value_name = "c|d", default_value = "c", value_parser = ["c", "d"])]
     boot: String,
+    /// Network card (an Intel e1000): `user[,hostfwd=tcp:127.0.0.1:HOSTPORT-:GUESTPORT]`
+    /// (user-mode NAT: guest 10.0.2.15, gateway 10.0.2.2 = the host's loopback, DNS 10.0.2.3),
+    /// `tap,ifname=NAME`, or `none` (the default).
+    #[arg(long, value_name = "SPEC", default_value = "none", value_parser = parse_nic)]
+    nic: heron_net::NicSpec,
+    /// MAC address of the network card (default 52:54:00:12:34:56).
+    #[arg(long, value_name = "MAC", value_parser = parse_mac)]
+    mac: Option<heron_net::MacAddr>,
     /// Print execution statistics to standard error at exit.
     #[arg(long)]
     stats: bool,
@@ -127,6 +135,14 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("size '{s}' is too large"))
 }
 
+fn parse_nic(s: &str) -> Result<heron_net::NicSpec, String> {
+    heron_net::NicSpec::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_mac(s: &str) -> Result<heron_net::MacAddr, String> {
+    heron_net::parse_mac(s).map_err(|e| e.to_string())
+}
+
 fn parse_drive(s: &str) -> Result<DriveSpec, String> {
     DriveSpec::parse(s).map_err(|e| e.to_string())
 }
@@ -175,7 +191,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         drives.push(d);
     }
     let boot_order = if cli.boot == "d" { BootOrder::CdromFirst } else { BootOrder::DiskFirst };
-    let cfg = MachineConfig { memory: cli.memory, firmware, drives, boot_order, no_reboot: cli.no_reboot, rtc_start };
+    let mut nic = cli.nic.clone();
+    if let Some(m) = cli.mac {
+        match &mut nic {
+            heron_net::NicSpec::User { mac, .. } | heron_net::NicSpec::Tap { mac, .. } => *mac = Some(m),
+            heron_net::NicSpec::None => bail!("--mac needs a network card (--nic user or --nic tap,...)"),
+        }
+    }
+    let cfg = MachineConfig { memory: cli.memory, firmware, drives, boot_order, nic, no_reboot: cli.no_reboot, rtc_start };
     let mut machine = Machine::new(cfg).with_context(|| format!("cannot boot '{what}'"))?;
     let stop = signals::install();
     let limits = RunLimits { max_insns: cli.max_insns, timeout: cli.timeout.map(Duration::from_secs_f64), stop: Some(stop) };
