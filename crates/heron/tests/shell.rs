@@ -21,13 +21,17 @@ struct Guest {
 
 impl Guest {
     fn start(extra: &[&str]) -> Option<Guest> {
+        Self::start_with_cmdline("console=ttyS0 quiet", extra)
+    }
+
+    fn start_with_cmdline(cmdline: &str, extra: &[&str]) -> Option<Guest> {
         if !Path::new(GUESTS).join("vmlinuz").exists() {
             eprintln!("skipping: ../shared/guests not present");
             return None;
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_heron"))
             .args(["--kernel", &format!("{GUESTS}/vmlinuz"), "--initrd", &format!("{GUESTS}/initramfs.cpio.gz")])
-            .args(["--append", "console=ttyS0 quiet", "-m", "256M", "--timeout", "900"])
+            .args(["--append", cmdline, "-m", "256M", "--timeout", "900"])
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -136,4 +140,91 @@ fn sigterm_after_sync_keeps_the_data() {
     let data = String::from_utf8_lossy(&cat.stdout);
     assert_eq!(data.lines().count(), 5000, "durable.txt on the host:\n{data}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A one-shot HTTP/1.0 server on 127.0.0.1 serving `body` for any GET; returns the port.
+fn serve_once(body: Vec<u8>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        // Bounded: serve at most a few connections, then stop.
+        for _ in 0..4 {
+            let Ok((mut s, _)) = listener.accept() else { return };
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req);
+            let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n", body.len());
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    port
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let dir = std::env::temp_dir().join(format!("heron-sha-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("blob");
+    std::fs::write(&f, data).unwrap();
+    let out = Command::new("sha256sum").arg(&f).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// The kit's `net` check over the e1000 and user-mode NAT: DHCP, then an HTTP download from a
+/// server of the test's own on the host's loopback (10.0.2.2 in the guest).
+#[test]
+fn kit_net_downloads_through_user_nat() {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let body: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let want = sha256_hex(&body);
+    let port = serve_once(body);
+    let cmdline = format!("console=ttyS0 quiet kit=net kiturl=http://10.0.2.2:{port}/blob");
+    let Some(g) = Guest::start_with_cmdline(&cmdline, &["--nic", "user"]) else { return };
+    let (status, text) = g.finish();
+    assert!(text.contains("KIT-PASS"), "output:\n{text}");
+    assert!(text.contains(&want), "guest sha256 differs from the host's {want}; output:\n{text}");
+    assert!(status.success(), "status {status:?}");
+}
+
+/// Host-to-guest port forwarding: the guest listens with busybox nc, the host connects to the
+/// forwarded port and reads what the guest sends.
+#[test]
+fn hostfwd_reaches_a_guest_listener() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hostport = probe.local_addr().unwrap().port();
+    drop(probe);
+    let nic = format!("user,hostfwd=tcp:127.0.0.1:{hostport}-:8080");
+    let Some(mut g) = Guest::start(&["--nic", &nic]) else { return };
+    g.run_commands(&[
+        "for m in $(cat /lib/modules/load-order); do insmod /lib/modules/$m 2>/dev/null; done; sleep 1",
+        "ip link set lo up; ip link set eth0 up; udhcpc -i eth0 -n -q -t 5 -s /usr/share/udhcpc/default.script >/dev/null 2>&1; echo NET-$((3*3))",
+    ]);
+    g.wait_for("NET-9", 1);
+    g.run_commands(&["echo GUEST-SAYS-$((40+2)) | nc -l -p 8080; echo NC-$((5+5))"]);
+    // Connect (retrying while the guest's nc starts) and read its greeting.
+    let start = Instant::now();
+    let got = loop {
+        assert!(start.elapsed() < LIMIT, "no forwarded connection; output:\n{}", g.text());
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", hostport)) {
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            if !buf.is_empty() {
+                break String::from_utf8_lossy(&buf).into_owned();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(got.contains("GUEST-SAYS-42"), "host read {got:?}");
+    g.wait_for("NC-10", 1);
+    g.send("poweroff -f");
+    let (status, text) = g.finish();
+    assert!(status.success(), "status {status:?}; output:\n{text}");
 }
