@@ -2,20 +2,12 @@
 //! assert what the guest prints. Run with `cargo test --release`: the guest executes a few
 //! hundred million instructions.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use heron_machine::{Firmware, Machine, MachineConfig, NoInput, RunLimits, RunOutcome};
 
-fn guests() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/guests");
-    if p.join("vmlinuz").exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping: ../shared/guests not present");
-        None
-    }
-}
+mod common;
+use common::guests;
 
 /// Boot with `cmdline`, return (outcome, serial output).
 fn boot(cmdline: &str) -> Option<(RunOutcome, String)> {

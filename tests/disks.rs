@@ -10,15 +10,8 @@ use std::time::Duration;
 use heron_block::{DriveSpec, Media};
 use heron_machine::{BootOrder, Firmware, Machine, MachineConfig, NoInput, RunLimits, RunOutcome};
 
-fn guests() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/guests");
-    if p.join("vmlinuz").exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping: ../shared/guests not present");
-        None
-    }
-}
+mod common;
+use common::guests;
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("heron-disks-{}-{name}", std::process::id()));

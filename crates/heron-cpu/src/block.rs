@@ -498,18 +498,10 @@ impl Cpu {
     /// Read one byte at a linear address through the current page tables without side
     /// effects (no A/D updates, no TLB fill); `None` if unmapped.
     pub fn debug_read_linear(&self, la: u64) -> Option<u8> {
-        use heron_softmmu::{walk, Access, PagingMode, PagingRegs};
         use crate::state::cr;
+        use heron_softmmu::{walk, Access, PagingMode, PagingRegs};
         let s = &*self.s;
-        let mode = if s.cr0 & cr::CR0_PG == 0 {
-            PagingMode::None
-        } else if s.efer & cr::EFER_LMA != 0 {
-            PagingMode::Level4
-        } else if s.cr4 & cr::CR4_PAE != 0 {
-            PagingMode::Pae
-        } else {
-            PagingMode::Legacy { pse: s.cr4 & cr::CR4_PSE != 0 }
-        };
+        let mode = s.paging_mode();
         let mut ram = self.ram.clone();
         let slice = ram.as_mut_slice();
         let regs = PagingRegs { cr3: s.cr3, wp: false, nxe: s.efer & cr::EFER_NXE != 0, pge: false, set_ad: false };

@@ -31,25 +31,11 @@ unsafe fn store(p: *mut u8, size: u32, v: u64) {
 }
 
 impl Ctx<'_> {
-    /// Paging structure format in force.
-    pub fn paging_mode(&self) -> PagingMode {
-        let s = &*self.s;
-        if s.cr0 & cr::CR0_PG == 0 {
-            PagingMode::None
-        } else if s.efer & cr::EFER_LMA != 0 {
-            PagingMode::Level4
-        } else if s.cr4 & cr::CR4_PAE != 0 {
-            PagingMode::Pae
-        } else {
-            PagingMode::Legacy { pse: s.cr4 & cr::CR4_PSE != 0 }
-        }
-    }
-
     /// Translate linear `la` for `kind` at privilege `user`, filling the TLB when the page is
     /// RAM (and, for writes, dirty and free of decoded code). Raises #PF (setting CR2).
     pub fn translate(&mut self, la: u64, kind: TlbKind, user: bool) -> Res<u64> {
         self.stats_tlb_miss += 1;
-        let mode = self.paging_mode();
+        let mode = self.s.paging_mode();
         let acc = Access { write: kind == TlbKind::Write, fetch: kind == TlbKind::Fetch, user };
         let (pa, global, dirty) = if mode == PagingMode::None {
             (la, false, true)

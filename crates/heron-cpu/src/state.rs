@@ -416,6 +416,20 @@ impl CpuState {
         }
     }
 
+    /// The paging structure format in force (CR0.PG, EFER.LMA, CR4.PAE, CR4.PSE).
+    pub fn paging_mode(&self) -> heron_softmmu::PagingMode {
+        use heron_softmmu::PagingMode;
+        if self.cr0 & cr::CR0_PG == 0 {
+            PagingMode::None
+        } else if self.efer & cr::EFER_LMA != 0 {
+            PagingMode::Level4
+        } else if self.cr4 & cr::CR4_PAE != 0 {
+            PagingMode::Pae
+        } else {
+            PagingMode::Legacy { pse: self.cr4 & cr::CR4_PSE != 0 }
+        }
+    }
+
     /// Stack address size in bits for implicit stack accesses.
     #[inline]
     pub fn stack_bits(&self) -> u32 {
