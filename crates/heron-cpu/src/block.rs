@@ -153,9 +153,8 @@ pub struct Cpu {
     blocks: BlockMap,
     jmp_cache: JmpCache,
     fetch: Vec<u8>,
-    /// Print every instruction from this instruction count on (HERON_TRACE_FROM, a debugging
-    /// aid until `--trace` exists).
-    trace_from: u64,
+    /// The execution trace (`--trace`), off when `None`.
+    pub tracer: Option<crate::trace::Tracer>,
     /// Statistics.
     pub stats: Stats,
 }
@@ -164,8 +163,7 @@ impl Cpu {
     /// A CPU in its RESET state over `ram`.
     pub fn new(ram: GuestRam) -> Self {
         let code = CodeMap::new(ram.size());
-        let trace_from = std::env::var("HERON_TRACE_FROM").ok().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
-        Cpu { s: CpuState::new(), ram, code, blocks: BlockMap::default(), jmp_cache: JmpCache::new(), fetch: Vec::with_capacity(4096 + 16), trace_from, stats: Stats::default() }
+        Cpu { s: CpuState::new(), ram, code, blocks: BlockMap::default(), jmp_cache: JmpCache::new(), fetch: Vec::with_capacity(4096 + 16), tracer: None, stats: Stats::default() }
     }
 
     /// Forget all decoded blocks and TLB entries (after the machine rewrote RAM behind the
@@ -208,25 +206,14 @@ impl Cpu {
     /// Run until `icount` reaches `until` or something needs the machine (see [`ExitReason`]).
     pub fn run(&mut self, bus: &mut dyn Bus, until: u64) -> ExitReason {
         let ram_size = self.ram.size();
-        let Cpu { s, ram, code, blocks, jmp_cache, fetch, stats, trace_from } = self;
+        let Cpu { s, ram, code, blocks, jmp_cache, fetch, stats, tracer } = self;
         let bits = s.code_bits();
-        let mut ctx = Ctx { s, ram, ram_size, code, bus, bits, smc: false, io_touched: false, end_block: false, stats_tlb_miss: 0 };
+        let mut ctx = Ctx { s, ram, ram_size, code, bus, bits, smc: false, io_touched: false, end_block: false, stats_tlb_miss: 0, tracer: tracer.as_mut() };
         let mut caches = Caches { blocks, jmp: jmp_cache, fetch };
-        let r = run_loop(&mut ctx, &mut caches, stats, until, *trace_from);
+        let r = run_loop(&mut ctx, &mut caches, stats, until);
         stats.tlb_misses += ctx.stats_tlb_miss;
         r
     }
-}
-
-fn trace_insn(ctx: &Ctx, i: &Instruction) {
-    use iced_x86::Formatter;
-    let mut t = String::new();
-    iced_x86::IntelFormatter::new().format(i, &mut t);
-    let r = &ctx.s.regs;
-    eprintln!(
-        "[{}] {:x}: {t:40} rax={:x} rcx={:x} rdx={:x} rbx={:x} rsp={:x} rsi={:x} rdi={:x}",
-        ctx.s.icount, i.ip(), r[0], r[1], r[2], r[3], r[4], r[6], r[7]
-    );
 }
 
 /// The decoded-code caches the run loop needs.
@@ -236,7 +223,7 @@ struct Caches<'a> {
     fetch: &'a mut Vec<u8>,
 }
 
-fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64, trace_from: u64) -> ExitReason {
+fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -> ExitReason {
     // The INTR line only changes when the machine runs (between calls) or on INTA: devices
     // are reached only through I/O, which ends this call.
     let mut intr = ctx.bus.interrupt_pending();
@@ -280,8 +267,8 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64, t
             _ => 0xFFFF,
         };
         for i in block.insns.iter() {
-            if ctx.s.icount >= trace_from {
-                trace_insn(ctx, i);
+            if let Some(t) = ctx.tracer.as_deref_mut() {
+                t.insn(ctx.s.icount, ctx.bits, i);
             }
             ctx.s.rip = i.next_ip() & ipmask;
             let inhibited = ctx.s.irq_inhibit;
@@ -328,9 +315,14 @@ fn raise(ctx: &mut Ctx, stats: &mut Stats, v: u8, code: Option<u32>, src: IntSou
     let (mut v, mut code, mut src) = (v, code, src);
     if src == IntSource::Exception {
         stats.exceptions += 1;
-        if std::env::var_os("HERON_TRACE_EXC").is_some() {
-            eprintln!("heron: exception {v} code {code:?} at RIP {:#x} (icount {})", ctx.s.rip, ctx.s.icount);
-        }
+    }
+    if let Some(t) = ctx.tracer.as_deref_mut() {
+        let kind = match src {
+            IntSource::Exception => "exception",
+            IntSource::External => "interrupt",
+            IntSource::Software => "software-interrupt",
+        };
+        t.event(ctx.s.icount, v, code, ctx.s.rip, kind);
     }
     for _ in 0..4 {
         match ctx.deliver(v, code, src) {

@@ -37,6 +37,8 @@ pub struct Ctx<'a> {
     pub end_block: bool,
     /// TLB misses (statistics).
     pub stats_tlb_miss: u64,
+    /// The execution trace, when `--trace` is on.
+    pub tracer: Option<&'a mut crate::trace::Tracer>,
 }
 
 /// Where an operand lives.
@@ -88,6 +90,14 @@ pub fn sreg_index(r: Register) -> usize {
 }
 
 impl Ctx<'_> {
+    /// Record a port or MMIO access in the trace, if tracing.
+    #[inline]
+    pub fn trace_io(&mut self, what: &str, addr: u64, size: u32, value: u64) {
+        if let Some(t) = self.tracer.as_deref_mut() {
+            t.io(self.s.icount, what, addr, size, value);
+        }
+    }
+
     // ---- registers ----
 
     /// Read a general-purpose register (zero-extended).
@@ -1270,6 +1280,7 @@ impl Ctx<'_> {
                     self.probe_write(la, size)?;
                     let v = self.bus.pio_read(self.s.icount, self.s.regs[2] as u16, size as u8) as u64;
                     self.io_touched = true;
+                    self.trace_io("in", self.s.regs[2] & 0xFFFF, size, v);
                     self.write_lin(la, size, v)?;
                     self.set_reg_n(7, asz, di.wrapping_add(step));
                 }
@@ -1277,6 +1288,7 @@ impl Ctx<'_> {
                     let v = self.read_seg(src_seg, si, size)?;
                     self.bus.pio_write(self.s.icount, self.s.regs[2] as u16, size as u8, v as u32);
                     self.io_touched = true;
+                    self.trace_io("out", self.s.regs[2] & 0xFFFF, size, v);
                     self.set_reg_n(6, asz, si.wrapping_add(step));
                 }
             }

@@ -17,6 +17,7 @@ pub mod state;
 mod system;
 mod x87;
 pub mod testutil;
+pub mod trace;
 
 pub use block::{Cpu, ExitReason, Stats};
 pub use state::CpuState;

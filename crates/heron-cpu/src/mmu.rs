@@ -196,7 +196,9 @@ impl Ctx<'_> {
             (0..size as u64).fold(0, |v, k| v | (self.phys_read(pa + k, 1) << (8 * k)))
         } else {
             self.io_touched = true;
-            self.bus.mmio_read(self.s.icount, pa, size as u8)
+            let v = self.bus.mmio_read(self.s.icount, pa, size as u8);
+            self.trace_io("mmio-read", pa, size, v);
+            v
         }
     }
 
@@ -219,6 +221,7 @@ impl Ctx<'_> {
             }
         } else {
             self.io_touched = true;
+            self.trace_io("mmio-write", pa, size, v);
             self.bus.mmio_write(self.s.icount, pa, size as u8, v);
         }
     }

@@ -733,6 +733,7 @@ impl Ctx<'_> {
                 self.check_io(port, size)?;
                 let v = self.bus.pio_read(self.s.icount, port, size as u8) as u64;
                 self.io_touched = true;
+                self.trace_io("in", port as u64, size, v);
                 self.set_reg_n(0, size, v);
                 Ok(())
             }
@@ -743,6 +744,7 @@ impl Ctx<'_> {
                 let v = self.s.regs[0] & mask(size);
                 self.bus.pio_write(self.s.icount, port, size as u8, v as u32);
                 self.io_touched = true;
+                self.trace_io("out", port as u64, size, v);
                 Ok(())
             }
             M::Cli | M::Sti => {

@@ -300,7 +300,9 @@ impl Machine {
             self.ram.as_mut_slice().fill(0);
         }
         let icount = self.cpu.s.icount;
+        let tracer = self.cpu.tracer.take();
         self.cpu = Cpu::new(self.ram.clone());
+        self.cpu.tracer = tracer;
         // Virtual time keeps running across resets so device timers stay monotonic.
         self.cpu.s.icount = icount;
         // Drives survive a reset: take them off the old board (or the pending list).
@@ -506,6 +508,9 @@ impl Machine {
         };
         self.drain_output(out)?;
         out.flush()?;
+        if let Some(t) = self.cpu.tracer.as_mut() {
+            t.flush();
+        }
         Ok(outcome)
     }
 

@@ -63,6 +63,20 @@ struct Cli {
     /// MAC address of the network card (default 52:54:00:12:34:56).
     #[arg(long, value_name = "MAC", value_parser = parse_mac)]
     mac: Option<heron_net::MacAddr>,
+    /// Write an execution trace to FILE: each executed instruction (virtual clock, code size,
+    /// address, disassembly), interrupts and exceptions, port/MMIO accesses.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// What `--trace` records: a comma-separated list of `insns`, `int` (interrupts and
+    /// exceptions), `io` (port and MMIO accesses).
+    #[arg(long, value_name = "LIST", default_value = "insns,int")]
+    trace_events: String,
+    /// Only trace instructions with RIP in START-END (hex, end exclusive), e.g. 0x1000-0x2000.
+    #[arg(long, value_name = "START-END", value_parser = parse_range)]
+    trace_range: Option<(u64, u64)>,
+    /// Only trace code of this size in bits: 16, 32 or 64.
+    #[arg(long, value_name = "BITS", value_parser = ["16", "32", "64"])]
+    trace_mode: Option<String>,
     /// Print execution statistics to standard error at exit.
     #[arg(long)]
     stats: bool,
@@ -135,6 +149,31 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("size '{s}' is too large"))
 }
 
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("invalid range '{s}': expected START-END in hex, e.g. 0x1000-0x2000");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let num = |x: &str| u64::from_str_radix(x.trim().trim_start_matches("0x"), 16).map_err(|_| bad());
+    let (a, b) = (num(a)?, num(b)?);
+    if a >= b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+fn trace_filter(cli: &Cli) -> Result<heron_cpu::trace::TraceFilter> {
+    let mut f = heron_cpu::trace::TraceFilter { insns: false, events: false, io: false, range: cli.trace_range, bits: None };
+    for e in cli.trace_events.split(',').filter(|e| !e.is_empty()) {
+        match e {
+            "insns" => f.insns = true,
+            "int" => f.events = true,
+            "io" => f.io = true,
+            other => bail!("unknown --trace-events entry '{other}': use insns, int, io"),
+        }
+    }
+    f.bits = cli.trace_mode.as_deref().map(|b| b.parse().unwrap_or(64));
+    Ok(f)
+}
+
 fn parse_nic(s: &str) -> Result<heron_net::NicSpec, String> {
     heron_net::NicSpec::parse(s).map_err(|e| e.to_string())
 }
@@ -200,6 +239,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     let cfg = MachineConfig { memory: cli.memory, firmware, drives, boot_order, nic, no_reboot: cli.no_reboot, rtc_start };
     let mut machine = Machine::new(cfg).with_context(|| format!("cannot boot '{what}'"))?;
+    if let Some(path) = &cli.trace {
+        let file = std::fs::File::create(path).with_context(|| format!("cannot create trace file '{}'", path.display()))?;
+        let out = Box::new(std::io::BufWriter::with_capacity(1 << 20, file));
+        machine.cpu.tracer = Some(heron_cpu::trace::Tracer::new(out, trace_filter(&cli)?));
+    }
     let stop = signals::install();
     let limits = RunLimits { max_insns: cli.max_insns, timeout: cli.timeout.map(Duration::from_secs_f64), stop: Some(stop) };
     let mut input = console::StdinConsole::new();
