@@ -21,7 +21,7 @@ fn boot(cmdline: &str) -> Option<(RunOutcome, String)> {
         },
         drives: Vec::new(),
         boot_order: Default::default(),
-        nic: heron_net::NicSpec::None,
+        nic: heron_net::NicSpec::None, devices: Vec::new(),
         no_reboot: true,
         rtc_start: 1_700_000_000,
     };

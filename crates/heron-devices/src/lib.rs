@@ -10,6 +10,8 @@
 
 pub mod acpi_pm;
 pub mod atapi;
+pub mod debug_exit;
+pub mod debugcon;
 pub mod e1000;
 pub mod fw_cfg;
 pub mod i8042;

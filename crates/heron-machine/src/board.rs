@@ -104,6 +104,10 @@ pub struct Board {
     nic_irq: Option<u8>,
     /// QEMU's firmware configuration interface (ports 0x510–0x51B), present for BIOS boot.
     pub fw_cfg: Option<FwCfg>,
+    /// isa-debug-exit, if configured.
+    debug_exit: Option<heron_devices::debug_exit::DebugExit>,
+    /// isa-debugcon devices with their output (None = the console's output stream).
+    debugcons: Vec<(heron_devices::debugcon::DebugCon, Option<std::fs::File>)>,
     /// Bytes the guest wrote to the debug console port 0x402 (SeaBIOS's log), kept for
     /// diagnostics.
     pub debugcon: Vec<u8>,
@@ -150,6 +154,8 @@ impl Board {
             events: BoardEvents::default(),
             bios,
             fw_cfg: None,
+            debug_exit: None,
+            debugcons: Vec::new(),
             debugcon: Vec::new(),
         }
     }
@@ -232,6 +238,61 @@ impl Board {
         self.pci_writes_seen = u64::MAX;
     }
 
+    /// Add the `--device` ISA devices (they take precedence over built-in ports they overlap).
+    pub fn add_isa_devices(&mut self, specs: &[crate::device_spec::DeviceSpec]) -> Result<(), crate::MachineError> {
+        use crate::device_spec::{DebugConOutput, DeviceSpec};
+        for spec in specs {
+            match spec {
+                DeviceSpec::DebugExit { iobase, iosize } => {
+                    self.debug_exit = Some(heron_devices::debug_exit::DebugExit::new(*iobase, *iosize));
+                }
+                DeviceSpec::DebugCon { iobase, readback, output } => {
+                    let file = match output {
+                        DebugConOutput::Stdio => None,
+                        DebugConOutput::File(p) => Some(std::fs::File::create(p).map_err(|e| crate::MachineError::Drive(format!("isa-debugcon file {}: {e}", p.display())))?),
+                    };
+                    self.debugcons.push((heron_devices::debugcon::DebugCon::with_readback(*iobase, *readback), file));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The exit status an isa-debug-exit write asked for, once.
+    pub fn take_debug_exit(&mut self) -> Option<u32> {
+        self.debug_exit.as_mut().and_then(|d| d.take_exit_request())
+    }
+
+    /// Write what the guest sent to isa-debugcon ports to their files (or `console`).
+    pub fn drain_debugcons(&mut self, console: &mut dyn std::io::Write) -> std::io::Result<()> {
+        for (dev, file) in self.debugcons.iter_mut() {
+            let bytes = dev.take_output();
+            if !bytes.is_empty() {
+                match file {
+                    Some(f) => std::io::Write::write_all(f, &bytes)?,
+                    None => console.write_all(&bytes)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An isa-debug-exit or isa-debugcon device at `port` (device, offset).
+    fn isa_device(&mut self, port: u16) -> Option<(&mut dyn Device, u64)> {
+        if let Some(d) = self.debug_exit.as_mut() {
+            let off = port.wrapping_sub(d.iobase());
+            if off < d.iosize() {
+                return Some((d, off as u64));
+            }
+        }
+        for (d, _) in self.debugcons.iter_mut() {
+            if port == d.iobase() {
+                return Some((d, 0));
+            }
+        }
+        None
+    }
+
     /// Program the NIC and its PIRQ route as firmware would (BAR0 at `mmio`, BAR1 at `io`,
     /// INTA# on `irq`), for direct Linux boot where no BIOS does it.
     pub fn configure_nic_like_firmware(&mut self, mmio: u32, io: u16, irq: u8) {
@@ -290,6 +351,9 @@ impl Board {
 
     fn port_device(&mut self, port: u16) -> Option<(&mut dyn Device, u64)> {
         let p = port as u64;
+        if self.isa_device(port).is_some() {
+            return self.isa_device(port);
+        }
         self.refresh_ide_decode();
         let d = self.ide_decode;
         if let Some(base) = d.bmiba {
@@ -323,6 +387,11 @@ impl Bus for Board {
         let mut buf = [0xFFu8; 4];
         let data = &mut buf[..size.clamp(1, 4) as usize];
         match port {
+            _ if self.isa_device(port).is_some() => {
+                if let Some((d, off)) = self.isa_device(port) {
+                    d.read(now, off, data);
+                }
+            }
             0x80 => set_le_value(data, self.post_code as u64),
             // The debug console reads back 0xE9 (QEMU isa-debugcon), which firmware checks
             // before logging there.
@@ -350,6 +419,11 @@ impl Bus for Board {
         let data = &mut buf[..size.clamp(1, 4) as usize];
         set_le_value(data, value as u64);
         match port {
+            _ if self.isa_device(port).is_some() => {
+                if let Some((d, off)) = self.isa_device(port) {
+                    d.write(now, off, data);
+                }
+            }
             0x80 => self.post_code = value as u8,
             0x402 => {
                 if self.debugcon.len() < 1 << 20 {

@@ -6,8 +6,10 @@
 
 pub mod acpi;
 pub mod board;
+pub mod device_spec;
 pub mod firmware;
 pub mod linux;
+pub mod multiboot;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -45,6 +47,9 @@ pub enum MachineError {
     /// state at that point.
     #[error("internal emulator error: {0}")]
     Internal(String),
+    /// The Multiboot kernel could not be loaded.
+    #[error(transparent)]
+    Multiboot(multiboot::MultibootError),
     /// A drive could not be opened or placed.
     #[error("drive: {0}")]
     Drive(String),
@@ -67,6 +72,16 @@ pub enum Firmware {
         kernel: Vec<u8>,
         /// Initial ramdisk, if any.
         initrd: Option<Vec<u8>>,
+        /// Kernel command line.
+        cmdline: String,
+    },
+    /// Multiboot (v1) kernel: loaded per its header, entered in 32-bit protected mode with
+    /// EAX = 0x2BADB002 and EBX = the boot information (Multiboot Specification 0.6.96 §3.2).
+    Multiboot {
+        /// The kernel image (ELF32 or a.out kludge).
+        kernel: Vec<u8>,
+        /// Modules: contents and their command line (file name and arguments).
+        modules: Vec<(Vec<u8>, String)>,
         /// Kernel command line.
         cmdline: String,
     },
@@ -129,6 +144,8 @@ pub struct MachineConfig {
     pub boot_order: BootOrder,
     /// Network card: an e1000 with this backend, or none.
     pub nic: heron_net::NicSpec,
+    /// Extra ISA devices (`--device`): isa-debug-exit, isa-debugcon.
+    pub devices: Vec<device_spec::DeviceSpec>,
     /// Exit instead of rebooting when the guest resets or triple-faults (QEMU `-no-reboot`).
     pub no_reboot: bool,
     /// Host time (Unix seconds) the RTC starts from.
@@ -165,6 +182,8 @@ pub enum RunOutcome {
     UserQuit,
     /// [`RunLimits::stop`] was set (a signal).
     Stopped,
+    /// The guest wrote to isa-debug-exit: Heron exits with this status ((V << 1) | 1).
+    DebugExit(u32),
     /// The guest halted with interrupts enabled and nothing will ever wake it.
     Hung,
 }
@@ -192,7 +211,7 @@ fn ide_position(idx: usize) -> (IdeChannel, IdeDrive) {
 fn bios_rom(f: &Firmware) -> Option<std::sync::Arc<[u8]>> {
     match f {
         Firmware::Bios { rom } => Some(rom.as_slice().into()),
-        Firmware::Linux { .. } => None,
+        Firmware::Linux { .. } | Firmware::Multiboot { .. } => None,
     }
 }
 
@@ -256,6 +275,9 @@ impl Machine {
             Firmware::Linux { kernel, .. } => {
                 linux::SetupHeader::parse(kernel)?;
             }
+            Firmware::Multiboot { kernel, .. } => {
+                multiboot::MultibootHeader::find(kernel).map_err(MachineError::Multiboot)?;
+            }
             Firmware::Bios { rom } => {
                 if rom.len() < 0x10000 || rom.len() > 16 << 20 || rom.len() % 0x10000 != 0 {
                     return Err(MachineError::BadBios(rom.len()));
@@ -316,6 +338,7 @@ impl Machine {
             n.borrow_mut().reset();
         }
         self.board = Board::new(self.cfg.rtc_start, self.cfg.memory, bios_rom(&self.cfg.firmware), self.nic.clone());
+        self.board.add_isa_devices(&self.cfg.devices)?;
         let dma = board::RamDma::new(self.ram.clone(), self.dma_written.clone());
         self.board.ide.set_dma_memory(Box::new(dma));
         let mut chs: [Option<firmware::Chs>; 4] = [None; 4];
@@ -331,6 +354,29 @@ impl Machine {
         }
         let (kernel, initrd, cmdline) = match &self.cfg.firmware {
             Firmware::Linux { kernel, initrd, cmdline } => (kernel, initrd, cmdline),
+            Firmware::Multiboot { kernel, modules, cmdline } => {
+                let boot = multiboot::load_multiboot(&mut self.ram, kernel, cmdline, modules).map_err(MachineError::Multiboot)?;
+                // ACPI tables where an OS scans for the RSDP (0xE0000-0xFFFFF), so S5 works.
+                acpi::build_acpi_tables(&mut self.ram, ACPI_TABLES, board::ACPI_PM_BASE, board::ACPI_SCI_IRQ)?;
+                let s = &mut *self.cpu.s;
+                s.cr0 = cr::CR0_PE | cr::CR0_ET;
+                s.gdtr = TableReg { base: boot.gdt_base, limit: boot.gdt_limit };
+                s.idtr = TableReg { base: 0, limit: 0 };
+                s.seg[sreg::CS] = Segment::from_descriptor(boot.code_selector, multiboot::GDT_CODE32);
+                s.seg[sreg::CS].attr |= seg::ACCESSED;
+                for r in [sreg::DS, sreg::ES, sreg::SS, sreg::FS, sreg::GS] {
+                    s.seg[r] = Segment::from_descriptor(boot.data_selector, multiboot::GDT_DATA32);
+                    s.seg[r].attr |= seg::ACCESSED;
+                }
+                s.tr = Segment { selector: 0, attr: seg::P | 0xB, limit: 0xFFFF, base: 0 };
+                s.rflags = rf::FIXED;
+                s.regs = [0; 16];
+                s.regs[0] = boot.eax as u64;
+                s.regs[3] = boot.info_addr as u64;
+                s.rip = boot.entry as u64;
+                self.cpu.flush_code();
+                return Ok(());
+            }
             Firmware::Bios { rom } => {
                 let mut fw = firmware::SeabiosConfig::new(self.cfg.memory, self.cfg.boot_order, board::ACPI_PM_BASE, board::ACPI_SCI_IRQ);
                 fw.ata_chs = chs;
@@ -440,6 +486,9 @@ impl Machine {
             if self.board.events.poweroff {
                 break RunOutcome::PowerOff;
             }
+            if let Some(status) = self.board.take_debug_exit() {
+                break RunOutcome::DebugExit(status);
+            }
             if self.board.events.reset {
                 if self.cfg.no_reboot {
                     break RunOutcome::Reset;
@@ -535,7 +584,7 @@ impl Machine {
             let bytes = self.board.uart.take_output();
             out.write_all(&bytes)?;
         }
-        Ok(())
+        self.board.drain_debugcons(out)
     }
 
     /// Make every write the guest saw complete durable on the host (fsync of each image).

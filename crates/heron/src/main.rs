@@ -23,9 +23,10 @@ struct Cli {
     /// BIOS image for BIOS boot (Debian's `seabios` package provides the default).
     #[arg(long, value_name = "FILE", default_value = DEFAULT_BIOS)]
     bios: PathBuf,
-    /// Initial ramdisk for the kernel.
+    /// Initial ramdisk for a Linux kernel; for a Multiboot kernel, a comma-separated list of
+    /// modules, each `FILE[ ARGS]` (as QEMU's -initrd).
     #[arg(long, value_name = "FILE")]
-    initrd: Option<PathBuf>,
+    initrd: Option<String>,
     /// Kernel command line.
     #[arg(long, value_name = "STRING", default_value = "")]
     append: String,
@@ -77,6 +78,11 @@ struct Cli {
     /// Only trace code of this size in bits: 16, 32 or 64.
     #[arg(long, value_name = "BITS", value_parser = ["16", "32", "64"])]
     trace_mode: Option<String>,
+    /// An extra device: `isa-debug-exit[,iobase=0xf4][,iosize=4]` (a guest write of V ends
+    /// Heron with status (V << 1) | 1) or `isa-debugcon[,iobase=0xe9][,file=PATH]` (bytes written
+    /// to the port go to PATH or to stdout). Repeatable.
+    #[arg(long = "device", value_name = "SPEC", value_parser = parse_device)]
+    devices: Vec<heron_machine::device_spec::DeviceSpec>,
     /// Print execution statistics to standard error at exit.
     #[arg(long)]
     stats: bool,
@@ -149,6 +155,31 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("size '{s}' is too large"))
 }
 
+fn parse_device(s: &str) -> Result<heron_machine::device_spec::DeviceSpec, String> {
+    s.parse::<heron_machine::device_spec::DeviceSpec>().map_err(|e| e.to_string())
+}
+
+/// Build the direct-boot firmware for `kernel`: a bzImage boots by the Linux protocol, a
+/// Multiboot kernel by the Multiboot protocol with `--initrd` as its module list.
+fn kernel_firmware(cli: &Cli, path: &PathBuf) -> Result<Firmware> {
+    let kernel = read_file(path, "kernel")?;
+    let bzimage = heron_machine::linux::SetupHeader::parse(&kernel).is_ok();
+    if !bzimage && heron_machine::multiboot::is_multiboot(&kernel) {
+        let mut modules = Vec::new();
+        for m in cli.initrd.as_deref().unwrap_or("").split(',').filter(|m| !m.trim().is_empty()) {
+            let file = m.split_whitespace().next().unwrap_or("");
+            modules.push((read_file(&PathBuf::from(file), "module")?, m.trim().to_string()));
+        }
+        return Ok(Firmware::Multiboot { kernel, modules, cmdline: cli.append.clone() });
+    }
+    let initrd = match cli.initrd.as_deref() {
+        Some(i) if i.contains(',') => bail!("a Linux kernel takes one --initrd file (a list is for Multiboot kernels)"),
+        Some(i) => Some(read_file(&PathBuf::from(i), "initrd")?),
+        None => None,
+    };
+    Ok(Firmware::Linux { kernel, initrd, cmdline: cli.append.clone() })
+}
+
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
     let bad = || format!("invalid range '{s}': expected START-END in hex, e.g. 0x1000-0x2000");
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
@@ -192,11 +223,7 @@ fn read_file(p: &PathBuf, what: &str) -> Result<Vec<u8>> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let firmware = match &cli.kernel {
-        Some(k) => Firmware::Linux {
-            kernel: read_file(k, "kernel")?,
-            initrd: cli.initrd.as_ref().map(|p| read_file(p, "initrd")).transpose()?,
-            cmdline: cli.append.clone(),
-        },
+        Some(k) => kernel_firmware(&cli, k)?,
         None => {
             if cli.initrd.is_some() || !cli.append.is_empty() {
                 bail!("--initrd and --append need --kernel");
@@ -237,7 +264,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             heron_net::NicSpec::None => bail!("--mac needs a network card (--nic user or --nic tap,...)"),
         }
     }
-    let cfg = MachineConfig { memory: cli.memory, firmware, drives, boot_order, nic, no_reboot: cli.no_reboot, rtc_start };
+    let cfg = MachineConfig { memory: cli.memory, firmware, drives, boot_order, nic, devices: cli.devices.clone(), no_reboot: cli.no_reboot, rtc_start };
     let mut machine = Machine::new(cfg).with_context(|| format!("cannot boot '{what}'"))?;
     if let Some(path) = &cli.trace {
         let file = std::fs::File::create(path).with_context(|| format!("cannot create trace file '{}'", path.display()))?;
@@ -287,6 +314,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         RunOutcome::Timeout => (3, Some(format!("timeout after {:.1} s", wall.as_secs_f64()))),
         RunOutcome::InstructionLimit => (3, Some(format!("instruction limit reached ({} instructions)", machine.icount()))),
         RunOutcome::Hung => (4, Some("guest halted with interrupts enabled and nothing can wake it".to_string())),
+        // As QEMU: exit((V << 1) | 1), which the OS truncates to 8 bits.
+        RunOutcome::DebugExit(status) => ((status & 0xFF) as u8, None),
         RunOutcome::Stopped => {
             let sig = signals::received();
             (128 + sig as u8, Some(format!("stopped by signal {sig}; drives flushed")))
