@@ -28,9 +28,60 @@ pub enum IntSource {
 pub const SOFT_INT_FLAG: u32 = 0x8000_0000;
 
 impl Ctx<'_> {
-    /// INT n as an `Err` the run loop turns into a software-interrupt delivery.
+    /// INT n as an `Err` the run loop turns into a software-interrupt delivery. The IVT/IDT
+    /// gate is checked here first: a fault of those checks (vector beyond the table limit, bad
+    /// gate type, gate DPL < CPL, gate not present) is a fault of the INT instruction itself and
+    /// is returned as an ordinary exception, so the saved RIP is the INT's (Intel SDM Vol. 2A
+    /// INT n).
     pub fn soft_int(&mut self, v: u8) -> Exception {
-        Exception { vector: v, error_code: Some(SOFT_INT_FLAG) }
+        let gate = if self.s.cr0 & cr::CR0_PE == 0 {
+            if v as u64 * 4 + 3 > self.s.idtr.limit as u64 {
+                Err(Exception::gp(v as u32 * 8 + 2))
+            } else {
+                Ok(())
+            }
+        } else if self.s.rflags & rf::VM == 0 {
+            self.idt_gate(v, IntSource::Software).map(|_| ())
+        } else {
+            Ok(())
+        };
+        match gate {
+            Err(e) => e,
+            Ok(()) => Exception { vector: v, error_code: Some(SOFT_INT_FLAG) },
+        }
+    }
+
+    /// Read and check the protected-mode IDT gate for vector `v`: returns (low quadword, high
+    /// quadword in IA-32e mode, 32-bit gate, trap gate). Task gates are not implemented (#GP).
+    fn idt_gate(&mut self, v: u8, src: IntSource) -> Res<(u64, u64, bool, bool)> {
+        let ext = if src == IntSource::Software { 0 } else { 1 };
+        let long = self.s.long_mode();
+        let gsize: u64 = if long { 16 } else { 8 };
+        let idt_err = (v as u32) * 8 + 2 + ext;
+        if v as u64 * gsize + gsize - 1 > self.s.idtr.limit as u64 {
+            return Err(Exception::gp(idt_err));
+        }
+        let gla = self.s.idtr.base + v as u64 * gsize;
+        let g = self.read_lin_as(gla, 8, false)?;
+        let ghi = if long { self.read_lin_as(gla + 8, 8, false)? } else { 0 };
+        let gtype = ((g >> 40) & 0x1F) as u8;
+        let gdpl = ((g >> 45) & 3) as u8;
+        let (gate32, trap) = match (long, gtype) {
+            (true, 0x0E) => (true, false),
+            (true, 0x0F) => (true, true),
+            (false, 0x0E) => (true, false),
+            (false, 0x0F) => (true, true),
+            (false, 0x06) => (false, false),
+            (false, 0x07) => (false, true),
+            _ => return Err(Exception::gp(idt_err)), // task gates are not implemented
+        };
+        if src == IntSource::Software && gdpl < self.s.cpl() {
+            return Err(Exception::gp(idt_err));
+        }
+        if g & (1 << 47) == 0 {
+            return Err(Exception::with_code(vec::NP, idt_err));
+        }
+        Ok((g, ghi, gate32, trap))
     }
 
     fn desc_table(&self, sel: u16) -> (u64, u32) {
@@ -210,13 +261,21 @@ impl Ctx<'_> {
             return Ok(());
         }
         let s = self.load_cs_far(sel, None)?;
-        let bits_after = self.code_bits_for(&s);
-        if bits_after != 64 && off > s.limit as u64 {
-            return Err(Exception::gp(0));
-        }
+        self.check_far_target(&s, off)?;
         self.set_cs(s);
         self.s.rip = off;
         Ok(())
+    }
+
+    /// The new RIP of a far transfer must lie within the CS limit, or be canonical when the
+    /// target is 64-bit code (Intel SDM Vol. 2A JMP, CALL, RET, IRET): else #GP(0).
+    fn check_far_target(&self, s: &Segment, off: u64) -> Res<()> {
+        let ok = if self.code_bits_for(s) == 64 { crate::mmu::canonical(off) } else { off <= s.limit as u64 };
+        if ok {
+            Ok(())
+        } else {
+            Err(Exception::gp(0))
+        }
     }
 
     fn code_bits_for(&self, s: &Segment) -> u32 {
@@ -244,6 +303,7 @@ impl Ctx<'_> {
             return Ok(());
         }
         let s = self.load_cs_far(sel, None)?;
+        self.check_far_target(&s, off & mask(size))?;
         let sp = self.s.regs[4];
         if let Err(e) = self.push(old_cs, size).and_then(|_| self.push(ret, size)) {
             self.s.regs[4] = sp;
@@ -270,6 +330,7 @@ impl Ctx<'_> {
         let cpl = self.s.cpl();
         let rpl = (sel & 3) as u8;
         let s = self.load_cs_far(sel, Some(rpl))?;
+        self.check_far_target(&s, off)?;
         if rpl > cpl {
             let sp = self.peek(2 * size as u64 + extra, size)?;
             let ss = self.peek(3 * size as u64 + extra, size)? as u16;
@@ -375,10 +436,7 @@ impl Ctx<'_> {
         if size == 2 {
             m &= 0xFFFF;
         }
-        let new_bits = self.code_bits_for(&s);
-        if new_bits != 64 && ip > s.limit as u64 {
-            return Err(Exception::gp(0));
-        }
+        self.check_far_target(&s, ip)?;
         if pops_ss {
             let saved = (self.s.seg[sreg::CS], self.bits);
             self.set_cs(s);
@@ -441,32 +499,8 @@ impl Ctx<'_> {
             return Err(Exception::gp(0));
         }
         let long = self.s.long_mode();
-        let gsize: u64 = if long { 16 } else { 8 };
-        let idt_err = (v as u32) * 8 + 2 + ext;
-        if v as u64 * gsize + gsize - 1 > self.s.idtr.limit as u64 {
-            return Err(Exception::gp(idt_err));
-        }
-        let gla = self.s.idtr.base + v as u64 * gsize;
-        let g = self.read_lin_as(gla, 8, false)?;
-        let ghi = if long { self.read_lin_as(gla + 8, 8, false)? } else { 0 };
-        let gtype = ((g >> 40) & 0x1F) as u8;
-        let gdpl = ((g >> 45) & 3) as u8;
+        let (g, ghi, gate32, trap) = self.idt_gate(v, src)?;
         let cpl = self.s.cpl();
-        let (gate32, trap) = match (long, gtype) {
-            (true, 0x0E) => (true, false),
-            (true, 0x0F) => (true, true),
-            (false, 0x0E) => (true, false),
-            (false, 0x0F) => (true, true),
-            (false, 0x06) => (false, false),
-            (false, 0x07) => (false, true),
-            _ => return Err(Exception::gp(idt_err)), // task gates are not implemented
-        };
-        if src == IntSource::Software && gdpl < cpl {
-            return Err(Exception::gp(idt_err));
-        }
-        if g & (1 << 47) == 0 {
-            return Err(Exception::with_code(vec::NP, idt_err));
-        }
         let sel = (g >> 16) as u16;
         let mut off = (g & 0xFFFF) | ((g >> 32) & 0xFFFF_0000);
         if long {

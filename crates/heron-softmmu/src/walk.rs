@@ -93,7 +93,8 @@ pub fn walk(
         ec |= (acc.write as u32) << 1;
         ec |= (acc.user as u32) << 2;
         ec |= (rsvd as u32) << 3;
-        if acc.fetch && regs.nxe {
+        // I/D: an instruction fetch with PAE or 4-level paging and NXE (no SMEP here).
+        if acc.fetch && regs.nxe && matches!(mode, PagingMode::Pae | PagingMode::Level4) {
             ec |= 1 << 4;
         }
         WalkFault { error_code: ec }
@@ -141,6 +142,10 @@ pub fn walk(
             };
         if mode == PagingMode::Level4 && (lvl == 0 || lvl == 1) && e & PS != 0 {
             // PS in a PML4E is reserved; 1-GiB pages are not advertised (no PDPE1GB).
+            rsvd = true;
+        }
+        if wide && is_leaf_large && e & ((1u64 << shift) - 1) & !0x1FFF != 0 {
+            // A 2-MiB page's PDE: bits 20:13 are reserved (bit 12 is PAT), Tables 4-11, 4-18.
             rsvd = true;
         }
         if rsvd {
