@@ -108,9 +108,6 @@ pub struct Board {
     debug_exit: Option<heron_devices::debug_exit::DebugExit>,
     /// isa-debugcon devices with their output (None = the console's output stream).
     debugcons: Vec<(heron_devices::debugcon::DebugCon, Option<std::fs::File>)>,
-    /// Bytes the guest wrote to the debug console port 0x402 (SeaBIOS's log), kept for
-    /// diagnostics.
-    pub debugcon: Vec<u8>,
 }
 
 /// I/O base of the ACPI PM registers (PM1a_EVT_BLK; PM1a_CNT_BLK at +4, PM_TMR_BLK at +8).
@@ -156,7 +153,6 @@ impl Board {
             fw_cfg: None,
             debug_exit: None,
             debugcons: Vec::new(),
-            debugcon: Vec::new(),
         }
     }
 
@@ -393,9 +389,6 @@ impl Bus for Board {
                 }
             }
             0x80 => set_le_value(data, self.post_code as u64),
-            // The debug console reads back 0xE9 (QEMU isa-debugcon), which firmware checks
-            // before logging there.
-            0x402 => set_le_value(data, 0xE9),
             0x92 => set_le_value(data, self.port92 as u64),
             0xCF9 => set_le_value(data, self.rcr as u64),
             _ if self.nic_io(port).is_some() => {
@@ -425,11 +418,6 @@ impl Bus for Board {
                 }
             }
             0x80 => self.post_code = value as u8,
-            0x402 => {
-                if self.debugcon.len() < 1 << 20 {
-                    self.debugcon.push(value as u8);
-                }
-            }
             0x92 => {
                 // Port 0x92: bit 0 = fast reset (on a 0 -> 1 transition), bit 1 = A20.
                 if value & 1 != 0 && self.port92 & 1 == 0 {

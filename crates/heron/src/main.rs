@@ -302,12 +302,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
     if cli.stats {
         eprint!("{}", machine.cpu.describe());
     }
-    if std::env::var_os("HERON_DEBUGCON").is_some() {
-        // Developer aid: what the firmware logged on port 0x402.
-        eprintln!("--- port 0x402 ---\n{}", String::from_utf8_lossy(&machine.board.debugcon));
-        let p = &machine.board.pic;
-        eprintln!("PIC irr={:04x} isr={:04x} imr={:04x} next deadline {:?}", p.irr(), p.isr(), p.imr(), machine.board.next_deadline());
-    }
     let (code, why) = match outcome {
         RunOutcome::PowerOff | RunOutcome::Halted | RunOutcome::Reset | RunOutcome::UserQuit => (0, None),
         RunOutcome::TripleFault(msg) => (2, Some(msg)),
