@@ -24,6 +24,7 @@ fn boot(cmdline: &str) -> Option<(RunOutcome, String)> {
         nic: heron_net::NicSpec::None, devices: Vec::new(),
         no_reboot: true,
         rtc_start: 1_700_000_000,
+        engine: Default::default(),
     };
     let mut m = Machine::new(cfg).expect("machine");
     let mut out = Vec::new();

@@ -39,7 +39,7 @@ fn bios() -> Option<Firmware> {
 }
 
 fn run(firmware: Firmware, drives: Vec<DriveSpec>, boot_order: BootOrder) -> (RunOutcome, String) {
-    let cfg = MachineConfig { memory: 256 << 20, firmware, drives, boot_order, nic: heron_net::NicSpec::None, devices: Vec::new(), no_reboot: true, rtc_start: 1_735_689_600 };
+    let cfg = MachineConfig { memory: 256 << 20, firmware, drives, boot_order, nic: heron_net::NicSpec::None, devices: Vec::new(), no_reboot: true, rtc_start: 1_735_689_600, engine: Default::default() };
     let mut m = Machine::new(cfg).expect("machine");
     let mut out = Vec::new();
     let limits = RunLimits { max_insns: Some(60_000_000_000), timeout: Some(Duration::from_secs(1200)), stop: None };

@@ -4,6 +4,7 @@
 //! A block never spans more than two physical pages; each page it uses is marked as holding
 //! code in [`CodeMap`], so a store to it invalidates the block (DESIGN.md §6).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
@@ -14,12 +15,16 @@ use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction};
 use crate::exec::Ctx;
 use crate::state::{rf, sreg, CpuState};
 use crate::system::{IntSource, SOFT_INT_FLAG};
+use crate::tier1::{LinkSlot, TbInfo, Tier1Fn, TranslateError, Translator};
 use crate::{vec, Exception};
 
 /// Most instructions in one block.
 const MAX_BLOCK_INSNS: usize = 64;
 /// The block cache is dropped whole when it grows past this many blocks.
 const MAX_BLOCKS: usize = 1 << 18;
+/// Tier 0 runs a block this many times before tier 1 translates it: Cranelift costs about
+/// 100 µs a block, so only code that keeps running pays that back (DESIGN.md §2).
+pub const TIER1_THRESHOLD: u32 = 1000;
 
 /// Why [`Cpu::run`] returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +40,9 @@ pub enum ExitReason {
     /// A fault while delivering a double fault: the processor shuts down (Intel SDM Vol. 3A
     /// §6.15, interrupt 8). The string describes the faults.
     TripleFault(String),
+    /// Lockstep check mode: tier 1 and tier 0 disagreed on a block. The string names the
+    /// block (RIP, instructions) and the differences.
+    Divergence(String),
 }
 
 /// Per-physical-page code marks and generation counters for invalidation.
@@ -81,6 +89,10 @@ struct Block {
     insns: Vec<Instruction>,
     pages: [u64; 2],
     gens: [u32; 2],
+    /// Times tier 0 ran this block (counts up to [`TIER1_THRESHOLD`]).
+    hits: Cell<u32>,
+    /// Its tier-1 translation and the CPL it was made for.
+    tier1: Cell<Option<(Tier1Fn, u8)>>,
 }
 
 #[derive(Default)]
@@ -142,6 +154,16 @@ pub struct Stats {
     pub tlb_misses: u64,
     /// Blocks invalidated by stores to their pages.
     pub smc_invalidations: u64,
+    /// Calls of tier-1 translations.
+    pub tier1_runs: u64,
+    /// Guest instructions retired inside tier-1 translations (helpers included).
+    pub tier1_insns: u64,
+    /// Translations entered straight from another through a link slot.
+    pub tier1_chained: u64,
+    /// Lockstep mode: blocks run by both tiers and compared.
+    pub lockstep_checked: u64,
+    /// Lockstep mode: blocks that did I/O or stored into code, kept from tier 0 unchecked.
+    pub lockstep_unchecked: u64,
 }
 
 /// One x86 CPU with its tier-0 engine.
@@ -157,13 +179,35 @@ pub struct Cpu {
     pub tracer: Option<crate::trace::Tracer>,
     /// Statistics.
     pub stats: Stats,
+    /// The tier-1 translator; `None` runs tier 0 alone (`--engine interp`).
+    pub translator: Option<Box<dyn Translator>>,
+    /// Lockstep check mode (`--check-jit`), see [`Cpu::enable_lockstep`].
+    lockstep: Option<Box<Lockstep>>,
+}
+
+/// Scratch space of the lockstep check.
+struct Lockstep {
+    log: Vec<crate::mmu::WriteRec>,
+    before: Box<CpuState>,
+    interp: Box<CpuState>,
 }
 
 impl Cpu {
     /// A CPU in its RESET state over `ram`.
     pub fn new(ram: GuestRam) -> Self {
         let code = CodeMap::new(ram.size());
-        Cpu { s: CpuState::new(), ram, code, blocks: BlockMap::default(), jmp_cache: JmpCache::new(), fetch: Vec::with_capacity(4096 + 16), tracer: None, stats: Stats::default() }
+        Cpu { s: CpuState::new(), ram, code, blocks: BlockMap::default(), jmp_cache: JmpCache::new(), fetch: Vec::with_capacity(4096 + 16), tracer: None, stats: Stats::default(), translator: None, lockstep: None }
+    }
+
+    /// Lockstep check mode (DESIGN.md testing layer 3): each time a translation would run,
+    /// tier 0 runs the block first (recording its RAM writes), then the state and RAM are put
+    /// back and the translation runs the same block; any difference in registers, flags,
+    /// other architectural state or RAM written stops the run with
+    /// [`ExitReason::Divergence`]. Blocks that did port I/O or MMIO, or stored into code, keep
+    /// tier 0's result (devices cannot be replayed). The translator must emit every store
+    /// through its slow path, so that each one is recorded.
+    pub fn enable_lockstep(&mut self) {
+        self.lockstep = Some(Box::new(Lockstep { log: Vec::new(), before: CpuState::new(), interp: CpuState::new() }));
     }
 
     /// Forget all decoded blocks and TLB entries (after the machine rewrote RAM behind the
@@ -171,6 +215,9 @@ impl Cpu {
     pub fn flush_code(&mut self) {
         self.blocks.clear();
         self.jmp_cache.clear();
+        if let Some(t) = self.translator.as_deref_mut() {
+            t.flush();
+        }
         for p in 0..self.code.has_code.len() {
             if self.code.has_code[p] {
                 self.code.invalidate_page((p as u64) << 12);
@@ -206,10 +253,14 @@ impl Cpu {
     /// Run until `icount` reaches `until` or something needs the machine (see [`ExitReason`]).
     pub fn run(&mut self, bus: &mut dyn Bus, until: u64) -> ExitReason {
         let ram_size = self.ram.size();
-        let Cpu { s, ram, code, blocks, jmp_cache, fetch, stats, tracer } = self;
+        let Cpu { s, ram, code, blocks, jmp_cache, fetch, stats, tracer, translator, lockstep } = self;
+        let (wlog, snaps) = match lockstep.as_deref_mut() {
+            Some(Lockstep { log, before, interp }) => (Some(log), Some((before, interp))),
+            None => (None, None),
+        };
         let bits = s.code_bits();
-        let mut ctx = Ctx { s, ram, ram_size, code, bus, bits, smc: false, io_touched: false, end_block: false, stats_tlb_miss: 0, tracer: tracer.as_mut() };
-        let mut caches = Caches { blocks, jmp: jmp_cache, fetch };
+        let mut ctx = Ctx { s, ram, ram_size, code, bus, bits, smc: false, io_touched: false, end_block: false, stats_tlb_miss: 0, tracer: tracer.as_mut(), wlog };
+        let mut caches = Caches { blocks, jmp: jmp_cache, fetch, tier1: translator.as_deref_mut(), lockstep: snaps };
         let r = run_loop(&mut ctx, &mut caches, stats, until);
         stats.tlb_misses += ctx.stats_tlb_miss;
         r
@@ -221,12 +272,17 @@ struct Caches<'a> {
     blocks: &'a mut BlockMap,
     jmp: &'a mut JmpCache,
     fetch: &'a mut Vec<u8>,
+    tier1: Option<&'a mut (dyn Translator + 'static)>,
+    /// Lockstep check mode: snapshots of the state before a block and after tier 0 ran it.
+    lockstep: Option<(&'a mut Box<CpuState>, &'a mut Box<CpuState>)>,
 }
 
 fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -> ExitReason {
     // The INTR line only changes when the machine runs (between calls) or on INTA: devices
     // are reached only through I/O, which ends this call.
     let mut intr = ctx.bus.interrupt_pending();
+    // The link slot the last translation left through, to be pointed at the next one.
+    let (mut link, mut link_epoch): (*mut LinkSlot, u64) = (std::ptr::null_mut(), 0);
     loop {
         if ctx.io_touched {
             return ExitReason::Io;
@@ -261,47 +317,288 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
         };
         ctx.end_block = false;
         ctx.smc = false;
-        let ipmask = match ctx.bits {
-            64 => u64::MAX,
-            32 => 0xFFFF_FFFF,
-            _ => 0xFFFF,
-        };
-        for i in block.insns.iter() {
-            if let Some(t) = ctx.tracer.as_deref_mut() {
-                t.insn(ctx.s.icount, ctx.bits, i);
-            }
-            ctx.s.rip = i.next_ip() & ipmask;
-            let inhibited = ctx.s.irq_inhibit;
-            match ctx.exec(i) {
-                Ok(()) => ctx.s.icount += 1,
-                Err(e) if e.error_code == Some(SOFT_INT_FLAG) => {
-                    // INT n / INT3 / INTO: a trap, the saved RIP is the next instruction.
-                    ctx.s.icount += 1;
-                    if let Err(r) = raise(ctx, stats, e.vector, None, IntSource::Software) {
-                        return r;
+        if let Some(t) = caches.tier1.take() {
+            let f = if ctx.tracer.is_none() && !ctx.s.irq_inhibit { enter_tier1(ctx, caches, &mut *t, stats, &block) } else { None };
+            caches.tier1 = Some(t);
+            {
+                if let Some(f) = f {
+                    // A flush since the link was taken emptied its slot table.
+                    if !link.is_null() && link_epoch == stats.cache_flushes && block.pages[0] == block.pages[1] {
+                        // SAFETY: `link` came from a translation still in the code cache (a
+                        // flush clears it); linking is only allowed within one page.
+                        unsafe {
+                            if (*link).page == block.pages[0] {
+                                (*link).target = f as usize as u64;
+                            }
+                        }
                     }
-                    break;
-                }
-                Err(e) => {
-                    ctx.s.rip = i.ip() & ipmask;
-                    if let Err(r) = raise(ctx, stats, e.vector, e.error_code, IntSource::Exception) {
-                        return r;
+                    let r = match caches.lockstep.as_mut() {
+                        Some((before, interp)) => lockstep_block(ctx, stats, &block, f, before, interp).map(|()| std::ptr::null_mut()),
+                        None => run_tier1(ctx, stats, f, until),
+                    };
+                    match r {
+                        Ok(l) => (link, link_epoch) = (l, stats.cache_flushes),
+                        Err(r) => return r,
                     }
-                    break;
+                    continue;
                 }
             }
-            if inhibited {
-                ctx.s.irq_inhibit = false;
-                break;
-            }
-            if ctx.end_block || ctx.smc || ctx.io_touched {
+        }
+        link = std::ptr::null_mut();
+        if let Err(r) = interpret_block(ctx, stats, &block) {
+            return r;
+        }
+        if let Some(log) = ctx.wlog.as_deref_mut() {
+            log.clear();
+        }
+    }
+}
+
+/// Run `block` in tier 0, delivering the exception that ends it, if any.
+fn interpret_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block) -> Result<(), ExitReason> {
+    for i in block.insns.iter() {
+        if let Some(t) = ctx.tracer.as_deref_mut() {
+            t.insn(ctx.s.icount, ctx.bits, i);
+        }
+        match step(ctx, i) {
+            Step::Next => {}
+            Step::End => {
                 if ctx.smc {
                     stats.smc_invalidations += 1;
                 }
                 break;
             }
+            Step::Raise(v, c, src) => {
+                raise(ctx, stats, v, c, src)?;
+                break;
+            }
         }
     }
+    Ok(())
+}
+
+/// Copy the architectural part of `from` (everything before the TLB) into `to`.
+fn copy_arch(from: &CpuState, to: &mut CpuState) {
+    // SAFETY: CpuState is `#[repr(C)]` plain data; the bytes before `tlb` are whole fields of
+    // both (valid bit patterns copied from a valid value of the same type).
+    unsafe {
+        std::ptr::copy_nonoverlapping(from as *const CpuState as *const u8, to as *mut CpuState as *mut u8, std::mem::offset_of!(CpuState, tlb));
+    }
+}
+
+/// Lockstep check of one block (see [`Cpu::enable_lockstep`]).
+fn lockstep_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block, f: Tier1Fn, before: &mut CpuState, interp: &mut CpuState) -> Result<(), ExitReason> {
+    copy_arch(ctx.s, before);
+    let bits = ctx.bits;
+    ctx.wlog.as_deref_mut().expect("lockstep log").clear();
+    interpret_block(ctx, stats, block)?;
+    if ctx.io_touched || ctx.smc {
+        stats.lockstep_unchecked += 1;
+        return Ok(());
+    }
+    copy_arch(ctx.s, interp);
+    let ilog: Vec<_> = std::mem::take(ctx.wlog.as_deref_mut().expect("lockstep log"));
+    let after: Vec<u64> = ilog.iter().map(|w| ctx.ram_peek(w.pa, w.size)).collect();
+    ctx.undo_writes(&ilog);
+    copy_arch(before, ctx.s);
+    ctx.bits = bits;
+    ctx.end_block = false;
+    run_tier1(ctx, stats, f, 0)?;
+    stats.lockstep_checked += 1;
+    let jlog = std::mem::take(ctx.wlog.as_deref_mut().expect("lockstep log"));
+    let mut diffs = crate::state::arch_diff(interp, ctx.s);
+    for (w, v) in ilog.iter().zip(&after) {
+        let now = ctx.ram_peek(w.pa, w.size);
+        if now != *v {
+            diffs.push(format!("RAM {:#x} ({} bytes): tier 0 wrote {:#x}, tier 1 left {:#x}", w.pa, w.size, v, now));
+        }
+    }
+    for w in jlog.iter() {
+        if !ilog.iter().any(|i| i.pa <= w.pa && w.pa + w.size as u64 <= i.pa + i.size as u64) {
+            diffs.push(format!("RAM {:#x} ({} bytes): written by tier 1 only (now {:#x})", w.pa, w.size, ctx.ram_peek(w.pa, w.size)));
+        }
+    }
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    use iced_x86::Formatter;
+    let mut fmt = iced_x86::IntelFormatter::new();
+    let mut text = format!("tier 1 diverged from tier 0 on the block at RIP {:#x} (icount {}, CPL {}):\n", before.rip, before.icount, before.cpl());
+    for i in block.insns.iter() {
+        let mut t = String::new();
+        fmt.format(i, &mut t);
+        text += &format!("  {:016x}  {t}\n", i.ip());
+    }
+    text += "differences (tier 0 vs tier 1):\n";
+    for d in diffs {
+        text += &format!("  {d}\n");
+    }
+    Err(ExitReason::Divergence(text))
+}
+
+/// Run translation `f` and the translations it chains to, while the budget lasts. Returns
+/// the link slot the last one left through (null if none).
+fn run_tier1(ctx: &mut Ctx, stats: &mut Stats, f: Tier1Fn, until: u64) -> Result<*mut LinkSlot, ExitReason> {
+    let start = ctx.s.icount;
+    let mut env = crate::tier1::JitEnv::new(ctx);
+    env.until = until;
+    let state: *mut crate::CpuState = &mut *ctx.s;
+    let mut f = f;
+    loop {
+        stats.tier1_runs += 1;
+        env.last_slot = std::ptr::null_mut();
+        // SAFETY: `f` was made by the translator for a block valid in this mode, at this CPL
+        // (checked by `enter_tier1`, or by the link's same-page rule) and stays valid until
+        // the next flush, which cannot happen during the call. It gets the live state and an
+        // env over this context, which nothing else touches during the call.
+        let next = unsafe { f(&mut env, state) };
+        // SAFETY: the translation has returned; `state` is `ctx.s`.
+        let (icount, exit_req) = unsafe { ((*state).icount, (*state).exit_request) };
+        if next == 0 || icount >= until || exit_req != 0 {
+            break;
+        }
+        // SAFETY: a non-zero return is a translation the run loop linked (see `LinkSlot`).
+        f = unsafe { std::mem::transmute::<u64, Tier1Fn>(next) };
+        stats.tier1_chained += 1;
+    }
+    stats.tier1_insns += ctx.s.icount - start;
+    if ctx.smc {
+        stats.smc_invalidations += 1;
+    }
+    if let Some((v, c, src)) = env.take_pending() {
+        raise(ctx, stats, v, c, src)?;
+        return Ok(std::ptr::null_mut());
+    }
+    Ok(env.last_slot)
+}
+
+static THRESH: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| std::env::var("HERON_T").ok().and_then(|v| v.parse().ok()).unwrap_or(TIER1_THRESHOLD));
+/// The outcome of one tier-0 instruction.
+pub(crate) enum Step {
+    /// Go on with the next instruction of the block.
+    Next,
+    /// The block ends after this instruction (mode change, I/O, self-modifying store,
+    /// interrupt shadow over).
+    End,
+    /// Deliver this event (vector, error code, source); the state is ready for it.
+    Raise(u8, Option<u32>, IntSource),
+}
+
+/// Execute one instruction with tier-0 semantics: RIP past it, `icount` advanced when it
+/// retires, RIP back on it for a fault.
+pub(crate) fn step(ctx: &mut Ctx, i: &Instruction) -> Step {
+    let ipmask = match ctx.bits {
+        64 => u64::MAX,
+        32 => 0xFFFF_FFFF,
+        _ => 0xFFFF,
+    };
+    ctx.s.rip = i.next_ip() & ipmask;
+    let inhibited = ctx.s.irq_inhibit;
+    match ctx.exec(i) {
+        Ok(()) => ctx.s.icount += 1,
+        Err(e) if e.error_code == Some(SOFT_INT_FLAG) => {
+            // INT n / INT3 / INTO: a trap, the saved RIP is the next instruction.
+            ctx.s.icount += 1;
+            return Step::Raise(e.vector, None, IntSource::Software);
+        }
+        Err(e) => {
+            ctx.s.rip = i.ip() & ipmask;
+            return Step::Raise(e.vector, e.error_code, IntSource::Exception);
+        }
+    }
+    if inhibited {
+        ctx.s.irq_inhibit = false;
+        return Step::End;
+    }
+    if ctx.end_block || ctx.smc || ctx.io_touched {
+        return Step::End;
+    }
+    Step::Next
+}
+
+/// The tier-1 code to run for `block` now, translating it when it has just become hot.
+fn enter_tier1(ctx: &mut Ctx, caches: &mut Caches, t: &mut dyn Translator, stats: &mut Stats, block: &Rc<Block>) -> Option<Tier1Fn> {
+    let cpl = ctx.s.cpl();
+    if let Some((f, c)) = block.tier1.get() {
+        return (c == cpl).then_some(f);
+    }
+    let hits = block.hits.get().saturating_add(1);
+    block.hits.set(hits);
+    if hits != *THRESH {
+        return None;
+    }
+    let region = form_region(ctx, caches, stats, block);
+    let page = (block.pages[0] == block.pages[1]).then_some(block.pages[0]);
+    let tb = TbInfo { blocks: region.iter().map(|b| &b.insns[..]).collect(), bits: ctx.bits, cpl, page };
+    let r = match t.translate(&tb) {
+        Err(TranslateError::CacheFull) => {
+            // Every block may point into the code cache: drop them all, then start afresh.
+            caches.blocks.clear();
+            caches.jmp.clear();
+            stats.cache_flushes += 1;
+            t.flush();
+            t.translate(&tb)
+        }
+        r => r,
+    };
+    match r {
+        Ok(f) => {
+            block.tier1.set(Some((f, cpl)));
+            Some(f)
+        }
+        Err(_) => None,
+    }
+}
+
+/// Most blocks in one region.
+const MAX_REGION_BLOCKS: usize = 1;
+
+/// The blocks reachable from `entry` through direct branches and fall-through without leaving
+/// its page (64-bit code; otherwise the entry alone), entry first, at most
+/// [`MAX_REGION_BLOCKS`].
+fn form_region(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, entry: &Rc<Block>) -> Vec<Rc<Block>> {
+    let mut region = vec![entry.clone()];
+    if ctx.bits != 64 || entry.pages[0] != entry.pages[1] {
+        return region;
+    }
+    let page = entry.insns[0].ip() & !0xFFF;
+    let mut queue: std::collections::VecDeque<u64> = successors(entry).collect();
+    let saved_rip = ctx.s.rip;
+    while let Some(t) = queue.pop_front() {
+        if region.len() >= *RB {
+            break;
+        }
+        if t & !0xFFF != page || region.iter().any(|b| b.insns[0].ip() == t) {
+            continue;
+        }
+        ctx.s.rip = t;
+        if let Ok(b) = get_block(ctx, caches, stats) {
+            if b.pages[0] == b.pages[1] && b.pages[0] == entry.pages[0] {
+                queue.extend(successors(&b));
+                region.push(b);
+            }
+        }
+    }
+    ctx.s.rip = saved_rip;
+    region
+}
+
+static RB: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| std::env::var("HERON_RB").ok().and_then(|v| v.parse().ok()).unwrap_or(MAX_REGION_BLOCKS));
+/// Constant successors of a block: branch targets and fall-through.
+fn successors(b: &Block) -> impl Iterator<Item = u64> {
+    let last = b.insns.last().expect("blocks are never empty");
+    let mut out = [None, None];
+    match last.flow_control() {
+        FlowControl::Next => out[0] = Some(last.next_ip()),
+        FlowControl::ConditionalBranch if last.is_jcc_short_or_near() => {
+            out = [Some(last.near_branch_target()), Some(last.next_ip())];
+        }
+        FlowControl::UnconditionalBranch | FlowControl::Call if last.op0_kind() == iced_x86::OpKind::NearBranch64 => {
+            out[0] = Some(last.near_branch_target());
+        }
+        _ => {}
+    }
+    out.into_iter().flatten()
 }
 
 /// Is `v` a contributory exception (Intel SDM Vol. 3A Table 6-4)?
@@ -433,8 +730,11 @@ fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc
         blocks.clear();
         caches.jmp.clear();
         stats.cache_flushes += 1;
+        if let Some(t) = caches.tier1.as_deref_mut() {
+            t.flush();
+        }
     }
-    let b = Rc::new(Block { insns, pages: [p1, page2], gens: [g1, g2] });
+    let b = Rc::new(Block { insns, pages: [p1, page2], gens: [g1, g2], hits: Cell::new(0), tier1: Cell::new(None) });
     blocks.insert(key, b.clone());
     caches.jmp.keys[ji] = key;
     caches.jmp.blocks[ji] = Some(b.clone());

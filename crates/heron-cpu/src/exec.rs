@@ -39,6 +39,9 @@ pub struct Ctx<'a> {
     pub stats_tlb_miss: u64,
     /// The execution trace, when `--trace` is on.
     pub tracer: Option<&'a mut crate::trace::Tracer>,
+    /// Lockstep check mode: every guest RAM write is recorded here (and the REP string fast
+    /// paths, which write RAM directly, are off).
+    pub wlog: Option<&'a mut Vec<crate::mmu::WriteRec>>,
 }
 
 /// Where an operand lives.
@@ -1311,6 +1314,9 @@ impl Ctx<'_> {
     /// REP MOVS within single RAM pages, forward or backward (DF), as one host copy per page.
     /// Returns false when the slow element-by-element path must run instead.
     fn rep_movs_fast(&mut self, src_seg: usize, size: u32, asz: u32, step: u64) -> Res<bool> {
+        if self.wlog.is_some() {
+            return Ok(false);
+        }
         if self.smc {
             return Ok(false);
         }
@@ -1373,6 +1379,9 @@ impl Ctx<'_> {
 
     /// REP STOS within one RAM page as one host fill. Returns false for the slow path.
     fn rep_stos_fast(&mut self, size: u32, asz: u32, step: u64) -> Res<bool> {
+        if self.wlog.is_some() {
+            return Ok(false);
+        }
         if step as i64 != size as i64 {
             return Ok(false);
         }

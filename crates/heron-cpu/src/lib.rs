@@ -11,12 +11,13 @@ pub mod block;
 pub mod cpuid;
 mod exec;
 pub mod flags;
-mod mmu;
+pub mod mmu;
 mod sse;
 pub mod state;
 mod system;
 mod x87;
 pub mod testutil;
+pub mod tier1;
 pub mod trace;
 
 pub use block::{Cpu, ExitReason, Stats};

@@ -30,7 +30,33 @@ unsafe fn store(p: *mut u8, size: u32, v: u64) {
     }
 }
 
+/// One guest RAM write recorded for the lockstep check: where, how many bytes (1, 2, 4, 8) and
+/// what they held before, so the write can be undone.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteRec {
+    /// Guest-physical address.
+    pub pa: u64,
+    /// Size in bytes.
+    pub size: u32,
+    /// The previous contents (little-endian).
+    pub old: u64,
+}
+
 impl Ctx<'_> {
+    /// Undo the writes in `log`, newest first.
+    pub(crate) fn undo_writes(&mut self, log: &[WriteRec]) {
+        for w in log.iter().rev() {
+            // SAFETY: every record was a write inside RAM.
+            unsafe { store(self.ram.host_base().add(w.pa as usize), w.size, w.old) }
+        }
+    }
+
+    /// Read `size` bytes of guest RAM at `pa` (lockstep comparison).
+    pub(crate) fn ram_peek(&self, pa: u64, size: u32) -> u64 {
+        // SAFETY: `pa` comes from a write record, inside RAM.
+        unsafe { load(self.ram.host_base().add(pa as usize), size) }
+    }
+
     /// Translate linear `la` for `kind` at privilege `user`, filling the TLB when the page is
     /// RAM (and, for writes, dirty and free of decoded code). Raises #PF (setting CR2).
     pub fn translate(&mut self, la: u64, kind: TlbKind, user: bool) -> Res<u64> {
@@ -128,6 +154,11 @@ impl Ctx<'_> {
     #[inline]
     pub fn write_lin_as(&mut self, la: u64, size: u32, v: u64, user: bool) -> Res<()> {
         if let Some(p) = self.s.tlb.lookup(user, TlbKind::Write, la, size as u64) {
+            if let Some(log) = self.wlog.as_deref_mut() {
+                // SAFETY: as below; reading the bytes about to be replaced.
+                let old = unsafe { load(p, size) };
+                log.push(WriteRec { pa: p as u64 - self.ram.host_base() as u64, size, old });
+            }
             // SAFETY: a TLB hit maps the whole access inside one writable RAM page without code.
             unsafe { store(p, size, v) };
             return Ok(());
@@ -213,8 +244,13 @@ impl Ctx<'_> {
                     self.smc = true;
                 }
             }
+            let p = self.ram.host_base().wrapping_add(pa as usize);
+            if let Some(log) = self.wlog.as_deref_mut() {
+                // SAFETY: bounds checked against the RAM size just above.
+                log.push(WriteRec { pa, size, old: unsafe { load(p, size) } });
+            }
             // SAFETY: bounds checked against the RAM size just above.
-            unsafe { store(self.ram.host_base().add(pa as usize), size, v) }
+            unsafe { store(p, size, v) }
         } else if pa < self.ram_size {
             for k in 0..size as u64 {
                 self.phys_write(pa + k, 1, v >> (8 * k));

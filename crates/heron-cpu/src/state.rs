@@ -442,3 +442,50 @@ impl CpuState {
         }
     }
 }
+
+/// The differences between two states' architectural parts, one line each (lockstep check).
+/// Status flags are compared as computed values, not as their lazy representation.
+pub fn arch_diff(a: &CpuState, b: &CpuState) -> Vec<String> {
+    const NAMES: [&str; 16] = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
+    let mut d = Vec::new();
+    for n in 0..16 {
+        if a.regs[n] != b.regs[n] {
+            d.push(format!("{}: {:#x} vs {:#x}", NAMES[n], a.regs[n], b.regs[n]));
+        }
+    }
+    let cmp = |d: &mut Vec<String>, name: &str, x: u64, y: u64| {
+        if x != y {
+            d.push(format!("{name}: {x:#x} vs {y:#x}"));
+        }
+    };
+    cmp(&mut d, "rip", a.rip, b.rip);
+    cmp(&mut d, "rflags", a.get_rflags(), b.get_rflags());
+    cmp(&mut d, "icount", a.icount, b.icount);
+    for (k, (x, y)) in a.seg.iter().zip(b.seg.iter()).enumerate() {
+        if x != y {
+            d.push(format!("segment {k}: {x:?} vs {y:?}"));
+        }
+    }
+    cmp(&mut d, "cr0", a.cr0, b.cr0);
+    cmp(&mut d, "cr2", a.cr2, b.cr2);
+    cmp(&mut d, "cr3", a.cr3, b.cr3);
+    cmp(&mut d, "cr4", a.cr4, b.cr4);
+    cmp(&mut d, "cr8", a.cr8, b.cr8);
+    cmp(&mut d, "efer", a.efer, b.efer);
+    cmp(&mut d, "mxcsr", a.mxcsr as u64, b.mxcsr as u64);
+    cmp(&mut d, "irq_inhibit", a.irq_inhibit as u64, b.irq_inhibit as u64);
+    cmp(&mut d, "halted", a.halted as u64, b.halted as u64);
+    cmp(&mut d, "gs_base(kernel)", a.msr.kernel_gs_base, b.msr.kernel_gs_base);
+    for n in 0..16 {
+        if a.xmm[n] != b.xmm[n] {
+            d.push(format!("xmm{n}: {:#x} vs {:#x}", a.xmm[n], b.xmm[n]));
+        }
+    }
+    if a.ldtr != b.ldtr || a.tr != b.tr || a.gdtr.base != b.gdtr.base || a.gdtr.limit != b.gdtr.limit || a.idtr.base != b.idtr.base || a.idtr.limit != b.idtr.limit {
+        d.push("descriptor-table registers differ".to_string());
+    }
+    if a.x87.regs != b.x87.regs || a.x87.fcw != b.x87.fcw || a.x87.fsw != b.x87.fsw || a.x87.top != b.x87.top || a.x87.ftw != b.x87.ftw {
+        d.push("x87 state differs".to_string());
+    }
+    d
+}

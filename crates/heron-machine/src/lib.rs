@@ -56,6 +56,9 @@ pub enum MachineError {
     /// The network backend could not be set up.
     #[error("network: {0}")]
     Net(String),
+    /// The tier-1 translator could not start (an unsupported host, or no executable memory).
+    #[error("JIT: {0} (try --engine interp)")]
+    Jit(String),
     /// The BIOS image has an impossible size.
     #[error("BIOS image is {0} bytes: it must be 64 KiB to 16 MiB, a multiple of 64 KiB")]
     BadBios(usize),
@@ -150,6 +153,21 @@ pub struct MachineConfig {
     pub no_reboot: bool,
     /// Host time (Unix seconds) the RTC starts from.
     pub rtc_start: i64,
+    /// Which CPU engine runs guest code.
+    pub engine: Engine,
+}
+
+/// The CPU engine (DESIGN.md §2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// Tier 0 alone: the interpreter (`--engine interp`).
+    Interp,
+    /// Tier 0 plus tier 1: hot blocks translated by Cranelift (the default).
+    #[default]
+    Jit,
+    /// Tier 1 checked against tier 0 block by block (`--check-jit`, see
+    /// [`heron_cpu::Cpu::enable_lockstep`]); the run stops at the first divergence.
+    Lockstep,
 }
 
 /// Bounds on a run.
@@ -174,6 +192,8 @@ pub enum RunOutcome {
     Reset,
     /// Triple fault with `no_reboot` set.
     TripleFault(String),
+    /// `Engine::Lockstep`: tier 1 and tier 0 disagreed; the report.
+    Divergence(String),
     /// `--timeout` expired.
     Timeout,
     /// `--max-insns` reached.
@@ -285,7 +305,11 @@ impl Machine {
             }
         }
         let ram = GuestRam::new(cfg.memory)?;
-        let cpu = Cpu::new(ram.clone());
+        let mut cpu = Cpu::new(ram.clone());
+        if cfg.engine != Engine::Interp {
+            let lockstep = cfg.engine == Engine::Lockstep;
+            cpu.translator = Some(heron_jit::default_translator(lockstep).map_err(|e| MachineError::Jit(e.to_string()))?);
+        }
         let dma_written: std::rc::Rc<std::cell::RefCell<Vec<(u64, u64)>>> = Default::default();
         let nic = match heron_net::open_nic(&cfg.nic).map_err(|e| MachineError::Net(e.to_string()))? {
             Some(backend) => {
@@ -323,8 +347,14 @@ impl Machine {
         }
         let icount = self.cpu.s.icount;
         let tracer = self.cpu.tracer.take();
+        let translator = self.cpu.translator.take();
         self.cpu = Cpu::new(self.ram.clone());
         self.cpu.tracer = tracer;
+        self.cpu.translator = translator;
+        self.cpu.flush_code();
+        if self.cfg.engine == Engine::Lockstep {
+            self.cpu.enable_lockstep();
+        }
         // Virtual time keeps running across resets so device timers stay monotonic.
         self.cpu.s.icount = icount;
         // Drives survive a reset: take them off the old board (or the pending list).
@@ -499,6 +529,7 @@ impl Machine {
             }
             match exit {
                 ExitReason::Budget | ExitReason::Io | ExitReason::ExitRequest => {}
+                ExitReason::Divergence(report) => break RunOutcome::Divergence(report),
                 ExitReason::TripleFault(msg) => {
                     if self.cfg.no_reboot {
                         break RunOutcome::TripleFault(msg);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use heron_block::{DriveSpec, Media};
-use heron_machine::{BootOrder, Firmware, Machine, MachineConfig, RunLimits, RunOutcome};
+use heron_machine::{BootOrder, Engine, Firmware, Machine, MachineConfig, RunLimits, RunOutcome};
 
 /// Heron: a full-system x86 PC emulator (no hardware virtualization needed).
 #[derive(Parser, Debug)]
@@ -42,6 +42,15 @@ struct Cli {
     /// Exit when the guest resets instead of rebooting it (as QEMU's -no-reboot).
     #[arg(long)]
     no_reboot: bool,
+    /// CPU engine: `jit` (the interpreter plus Cranelift translation of hot 64-bit code) or
+    /// `interp` (the interpreter alone). `--trace` runs the interpreter while tracing.
+    #[arg(long, value_name = "ENGINE", default_value = "jit", value_parser = parse_engine)]
+    engine: Engine,
+    /// Check the JIT against the interpreter: each translated block also runs in the
+    /// interpreter and the run stops (exit status 5) at the first difference in registers,
+    /// flags or memory, with a report. Slow; for finding JIT bugs.
+    #[arg(long, conflicts_with = "trace")]
+    check_jit: bool,
     /// A disk or CD-ROM image: `file=F[,format=raw|qcow2][,media=disk|cdrom][,if=ide]
     /// [,snapshot=on][,readonly=on][,index=N]` (repeatable; index 0–3 = primary master,
     /// primary slave, secondary master, secondary slave).
@@ -98,6 +107,14 @@ const DEFAULT_BIOS: &str = "/usr/share/seabios/bios.bin";
 
 /// The default `--rtc-base`: fixed, so the guest sees the same date on every run.
 const DEFAULT_RTC_BASE: &str = "2025-01-01T00:00:00";
+
+fn parse_engine(s: &str) -> Result<Engine, String> {
+    match s {
+        "jit" => Ok(Engine::Jit),
+        "interp" => Ok(Engine::Interp),
+        _ => Err(format!("unknown engine '{s}': use jit or interp")),
+    }
+}
 
 /// Where the RTC's date comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,7 +281,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             heron_net::NicSpec::None => bail!("--mac needs a network card (--nic user or --nic tap,...)"),
         }
     }
-    let cfg = MachineConfig { memory: cli.memory, firmware, drives, boot_order, nic, devices: cli.devices.clone(), no_reboot: cli.no_reboot, rtc_start };
+    let engine = match (cli.engine, cli.check_jit) {
+        (Engine::Interp, true) => bail!("--check-jit needs --engine jit"),
+        (_, true) => Engine::Lockstep,
+        (e, false) => e,
+    };
+    let cfg = MachineConfig { memory: cli.memory, firmware, drives, boot_order, nic, devices: cli.devices.clone(), no_reboot: cli.no_reboot, rtc_start, engine };
     let mut machine = Machine::new(cfg).with_context(|| format!("cannot boot '{what}'"))?;
     if let Some(path) = &cli.trace {
         let file = std::fs::File::create(path).with_context(|| format!("cannot create trace file '{}'", path.display()))?;
@@ -298,6 +320,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             st.exceptions,
             st.smc_invalidations
         );
+        if st.lockstep_checked + st.lockstep_unchecked > 0 {
+            eprintln!("heron: lockstep: {} blocks checked against the interpreter, {} with I/O or self-modification left unchecked", st.lockstep_checked, st.lockstep_unchecked);
+        }
+        if let Some(t) = machine.cpu.translator.as_deref() {
+            let ts = t.stats();
+            eprintln!(
+                "heron: tier 1: {} translations ({} guest instructions, {:.1}% lifted, {} KiB code), {:.2} s compiling ({:.1}% of wall, {:.0} us each), {} code-cache flushes; {:.1}% of guest instructions ran in tier 1 ({} calls); TLB hit rate {:.2}%",
+                ts.translations,
+                ts.translated_insns,
+                100.0 * ts.lifted_insns as f64 / ts.translated_insns.max(1) as f64,
+                ts.code_bytes / 1024,
+                ts.compile_ns as f64 / 1e9,
+                100.0 * ts.compile_ns as f64 / 1e9 / wall.as_secs_f64(),
+                ts.compile_ns as f64 / 1e3 / ts.translations.max(1) as f64,
+                ts.flushes,
+                100.0 * st.tier1_insns as f64 / n.max(1) as f64,
+                st.tier1_runs,
+                100.0 - 100.0 * st.tlb_misses as f64 / n.max(1) as f64,
+            );
+        }
     }
     if cli.stats {
         eprint!("{}", machine.cpu.describe());
@@ -305,6 +347,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let (code, why) = match outcome {
         RunOutcome::PowerOff | RunOutcome::Halted | RunOutcome::Reset | RunOutcome::UserQuit => (0, None),
         RunOutcome::TripleFault(msg) => (2, Some(msg)),
+        RunOutcome::Divergence(report) => (5, Some(report)),
         RunOutcome::Timeout => (3, Some(format!("timeout after {:.1} s", wall.as_secs_f64()))),
         RunOutcome::InstructionLimit => (3, Some(format!("instruction limit reached ({} instructions)", machine.icount()))),
         RunOutcome::Hung => (4, Some("guest halted with interrupts enabled and nothing can wake it".to_string())),

@@ -1,0 +1,267 @@
+//! The contract between the run loop and a tier-1 translator (DESIGN.md §2): what translated
+//! code is given, what it must leave in [`CpuState`], and the helpers it calls for everything it
+//! does not do inline (QEMU's helper pattern).
+//!
+//! A translation is a host function `fn(env, state) -> u32` for one tier-0 block. It starts with
+//! the state exact at the block's first instruction and returns with the state exact again:
+//! general registers, RIP, the lazy flags and `icount` written back. A fault inside it leaves
+//! the state as it was before the faulting instruction (RIP on that instruction) and the
+//! exception pending in [`JitEnv`]; the run loop delivers it (DESIGN.md §7).
+//!
+//! The CPU crate does not know how translations are made: a [`Translator`] (the `heron-jit`
+//! crate, on Cranelift) is plugged into [`crate::Cpu`] by the machine.
+
+use std::ffi::c_void;
+
+use iced_x86::Instruction;
+
+use crate::exec::Ctx;
+use crate::state::CpuState;
+use crate::system::IntSource;
+use crate::{vec, Exception};
+
+/// A translated block: `env` is the run loop's [`JitEnv`], `state` the CPU state. Returns the
+/// translation to run next when the block left through a linked exit (direct chaining: the
+/// caller runs it unless the instruction budget or an exit request says otherwise), or 0 to
+/// go back to the run loop (which also finds any exception pending in `env`).
+pub type Tier1Fn = unsafe extern "C" fn(env: *mut JitEnv, state: *mut CpuState) -> u64;
+
+/// One direct-chaining link (QEMU's goto_tb slot): a translation's exit to a constant guest
+/// address loads `target` and returns it. The run loop fills `target` once the block at that
+/// address has a translation, if both blocks lie in the same single physical page `page`:
+/// a store into that page invalidates both, so a link never outlives the code it joins
+/// (DESIGN.md §6).
+#[repr(C)]
+#[derive(Debug)]
+pub struct LinkSlot {
+    /// The next translation, or 0 while unlinked.
+    pub target: u64,
+    /// Guest-physical page both blocks must lie in, or `u64::MAX` for an exit never linked.
+    pub page: u64,
+}
+
+/// `flags` bit of [`helper_load`]/[`helper_store`]: the access uses SS (a fault is #SS(0), not
+/// #GP(0): Intel SDM Vol. 3A §6.15, interrupt 12).
+pub const ACCESS_STACK: u32 = 1 << 8;
+/// `flags` bit of [`helper_load`]/[`helper_store`]: a CPL-3 access (user TLB, U/S checks).
+pub const ACCESS_USER: u32 = 1 << 9;
+
+/// [`JitEnv::status`] after a load/store helper: the access completed.
+pub const STATUS_OK: u32 = 0;
+/// [`JitEnv::status`]: the access faulted; the exception is pending. Leave the block with the
+/// state of the instruction's start.
+pub const STATUS_FAULT: u32 = 1;
+/// [`JitEnv::status`]: the access completed but touched MMIO or a page holding code; finish
+/// this instruction and leave the block (devices may need the machine; blocks may be stale).
+pub const STATUS_END: u32 = 2;
+
+/// What translated code and its helpers share during one call. `#[repr(C)]`: translated code
+/// reads [`JitEnv::status`] at its fixed offset ([`JitEnv::STATUS_OFFSET`]).
+#[repr(C)]
+pub struct JitEnv {
+    /// Result of the last load/store helper: [`STATUS_OK`], [`STATUS_FAULT`] or [`STATUS_END`].
+    pub status: u32,
+    /// The link slot of the exit a translation last left through (null for exits without
+    /// one): the run loop links it to the next translation it enters.
+    pub last_slot: *mut LinkSlot,
+    /// `icount` at which a translation must leave at its next block boundary.
+    pub until: u64,
+    ctx: *mut c_void,
+    pending: Option<(u8, Option<u32>, IntSource)>,
+}
+
+impl JitEnv {
+    /// Byte offset of [`JitEnv::status`].
+    pub const STATUS_OFFSET: i32 = std::mem::offset_of!(JitEnv, status) as i32;
+    /// Byte offset of [`JitEnv::until`].
+    pub const UNTIL_OFFSET: i32 = std::mem::offset_of!(JitEnv, until) as i32;
+    /// Byte offset of [`JitEnv::last_slot`].
+    pub const LAST_SLOT_OFFSET: i32 = std::mem::offset_of!(JitEnv, last_slot) as i32;
+
+    pub(crate) fn new(ctx: &mut Ctx) -> Self {
+        JitEnv { status: STATUS_OK, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None }
+    }
+
+    /// The exception a translation left pending (vector, error code, source).
+    pub(crate) fn take_pending(&mut self) -> Option<(u8, Option<u32>, IntSource)> {
+        self.pending.take()
+    }
+
+    /// # Safety
+    /// Only inside a translation called by the run loop, which built this env from a live
+    /// `Ctx` that nothing else uses during the call.
+    unsafe fn ctx<'a>(&mut self) -> &'a mut Ctx<'a> {
+        // SAFETY: see above; the returned borrow does not outlive the helper call.
+        unsafe { &mut *(self.ctx as *mut Ctx<'a>) }
+    }
+
+    fn fault(&mut self, e: Exception) {
+        self.pending = Some((e.vector, e.error_code, IntSource::Exception));
+        self.status = STATUS_FAULT;
+    }
+}
+
+/// A region offered to the translator: decoded blocks of one page, the first being the entry.
+/// Branches between them may stay inside the translation (DESIGN.md §2: regions amortize
+/// Cranelift's fixed cost and keep loops in one function); each block still ends where tier 0
+/// ends it, and the instruction budget and exit request are checked at every block boundary
+/// inside, so the run is instruction-for-instruction the same as tier 0's.
+pub struct TbInfo<'a> {
+    /// The blocks (instructions in order; the last one of each may be a branch).
+    pub blocks: Vec<&'a [Instruction]>,
+    /// Code size in bits (16, 32, 64): the translation is only entered in this mode.
+    pub bits: u32,
+    /// CPL the translation is made for (its memory accesses use this privilege).
+    pub cpl: u8,
+    /// The guest-physical page holding the whole block, `None` when it spans two pages (its
+    /// exits are then never linked).
+    pub page: Option<u64>,
+}
+
+/// Why a translation was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum TranslateError {
+    /// The code cache is full: the caller must drop every translation (its own references
+    /// included) and call [`Translator::flush`] before trying again.
+    #[error("tier-1 code cache full")]
+    CacheFull,
+    /// This block is not translated (e.g. a CPU mode the translator does not handle).
+    #[error("block not translatable: {0}")]
+    Unsupported(&'static str),
+    /// The code generator failed.
+    #[error("code generation failed: {0}")]
+    Backend(String),
+}
+
+/// Counters a translator keeps for `--stats`.
+#[derive(Clone, Debug, Default)]
+pub struct TranslatorStats {
+    /// Blocks translated.
+    pub translations: u64,
+    /// Guest instructions in those blocks.
+    pub translated_insns: u64,
+    /// Guest instructions lifted to host code (the rest call [`helper_exec`]).
+    pub lifted_insns: u64,
+    /// Host time spent translating, in ns.
+    pub compile_ns: u64,
+    /// Bytes of host code emitted.
+    pub code_bytes: u64,
+    /// Whole code-cache flushes (of a non-empty cache).
+    pub flushes: u64,
+}
+
+/// A tier-1 translator: turns hot blocks into host code.
+pub trait Translator {
+    /// Translate one block. The function stays valid until [`Translator::flush`].
+    fn translate(&mut self, tb: &TbInfo) -> Result<Tier1Fn, TranslateError>;
+    /// Drop every translation (the caller holds none any more).
+    fn flush(&mut self);
+    /// Counters for `--stats`.
+    fn stats(&self) -> TranslatorStats;
+}
+
+/// Execute one instruction with tier-0 semantics (QEMU's helper pattern). Before the call the
+/// translation has written back every register, the lazy flags and `icount`; RIP is set here.
+/// Returns 0 to go on with the next instruction (the state may have changed: reload it), 1 to
+/// leave the block now (it ended, or an exception is pending in `env`).
+///
+/// # Safety
+/// `env` is the env the run loop passed to the translation; `insn` points to a live instruction.
+pub unsafe extern "C" fn helper_exec(env: *mut JitEnv, insn: *const Instruction) -> u32 {
+    // SAFETY: per the contract above.
+    let (env, i) = unsafe { (&mut *env, &*insn) };
+    // SAFETY: called from a translation the run loop entered with this env.
+    let ctx = unsafe { env.ctx() };
+    match crate::block::step(ctx, i) {
+        crate::block::Step::Next => 0,
+        crate::block::Step::End => 1,
+        crate::block::Step::Raise(v, c, src) => {
+            env.pending = Some((v, c, src));
+            1
+        }
+    }
+}
+
+/// The slow path of a load of `flags & 0xF` bytes (1, 2, 4, 8) at 64-bit linear address `la`:
+/// canonical check, TLB fill through the page walk, MMIO. Sets [`JitEnv::status`]; on a fault
+/// the exception is pending and the value is 0. `icount` must be current (devices read it).
+///
+/// # Safety
+/// As for [`helper_exec`].
+pub unsafe extern "C" fn helper_load(env: *mut JitEnv, la: u64, flags: u32) -> u64 {
+    // SAFETY: per the contract above.
+    let env = unsafe { &mut *env };
+    // SAFETY: as above.
+    let ctx = unsafe { env.ctx() };
+    env.status = STATUS_OK;
+    if !crate::mmu::canonical(la) {
+        env.fault(canonical_fault(flags));
+        return 0;
+    }
+    match ctx.read_lin_as(la, flags & 0xF, flags & ACCESS_USER != 0) {
+        Ok(v) => {
+            if ctx.io_touched {
+                env.status = STATUS_END;
+            }
+            v
+        }
+        Err(e) => {
+            env.fault(e);
+            0
+        }
+    }
+}
+
+/// The slow path of a store (see [`helper_load`]); a store to a page holding code invalidates
+/// its blocks and sets [`STATUS_END`] (DESIGN.md §6).
+///
+/// # Safety
+/// As for [`helper_exec`].
+pub unsafe extern "C" fn helper_store(env: *mut JitEnv, la: u64, value: u64, flags: u32) {
+    // SAFETY: per the contract above.
+    let env = unsafe { &mut *env };
+    // SAFETY: as above.
+    let ctx = unsafe { env.ctx() };
+    env.status = STATUS_OK;
+    if !crate::mmu::canonical(la) {
+        env.fault(canonical_fault(flags));
+        return;
+    }
+    match ctx.write_lin_as(la, flags & 0xF, value, flags & ACCESS_USER != 0) {
+        Ok(()) => {
+            if ctx.io_touched || ctx.smc {
+                env.status = STATUS_END;
+            }
+        }
+        Err(e) => env.fault(e),
+    }
+}
+
+fn canonical_fault(flags: u32) -> Exception {
+    if flags & ACCESS_STACK != 0 {
+        Exception::with_code(vec::SS, 0)
+    } else {
+        Exception::gp(0)
+    }
+}
+
+/// The six status flags computed from the lazy-flag fields in `state` (RFLAGS bit positions).
+///
+/// # Safety
+/// `state` points to the live CPU state.
+pub unsafe extern "C" fn helper_flags(state: *const CpuState) -> u64 {
+    // SAFETY: per the contract above.
+    unsafe { (*state).status_flags() }
+}
+
+/// Make exception `vector` pending (with `error_code` unless it is `u32::MAX`) for a check the
+/// translation did inline, e.g. a non-canonical branch target (#GP(0)).
+///
+/// # Safety
+/// As for [`helper_exec`].
+pub unsafe extern "C" fn helper_raise(env: *mut JitEnv, vector: u32, error_code: u32) {
+    // SAFETY: per the contract above.
+    let env = unsafe { &mut *env };
+    let code = (error_code != u32::MAX).then_some(error_code);
+    env.fault(Exception { vector: vector as u8, error_code: code });
+}

@@ -1,0 +1,1280 @@
+//! Lifting one decoded 64-bit block to Cranelift IR (DESIGN.md §4, §5, §7).
+//!
+//! - Guest registers are SSA variables, loaded from [`CpuState`] at first use and written back
+//!   at exits and before helpers.
+//! - Lazy flags: the last flag-setting operation is kept as SSA values ([`Cc::Known`]); a
+//!   condition is computed only where read (`cmp`/`test` + `jcc` need no flags at all) and the
+//!   lazy fields are stored only at exits.
+//! - Memory: the TLB compare and addend are inline; a miss, MMIO, a page holding code or a
+//!   fault calls [`helper_load`]/[`helper_store`].
+//! - Precise exceptions: an instruction's memory accesses come before its register writes, so
+//!   a fault exit writes back the registers as they were before it, with RIP on it.
+//! - Anything not lifted here runs through [`helper_exec`] (tier-0 semantics of that one
+//!   instruction).
+
+use std::mem::{offset_of, size_of};
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{I32, I64, I8};
+use cranelift_codegen::ir::{Block, InstBuilder, MemFlagsData, SigRef, Value};
+use cranelift_frontend::{FunctionBuilder, Variable};
+use heron_cpu::state::{sreg, CcOp, CpuState, Segment};
+use heron_cpu::tier1::{
+    helper_exec, helper_flags, helper_load, helper_raise, helper_store, JitEnv, LinkSlot, ACCESS_STACK, ACCESS_USER, STATUS_FAULT,
+};
+use heron_softmmu::{Tlb, TlbEntry, TlbKind};
+use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
+
+/// Signatures of the helpers, imported into the function being built.
+pub(crate) struct Sigs {
+    /// `fn(env, insn) -> u32`.
+    pub exec: SigRef,
+    /// `fn(env, la, flags) -> u64`.
+    pub load: SigRef,
+    /// `fn(env, la, value, flags)`.
+    pub store: SigRef,
+    /// `fn(state) -> u64`.
+    pub flags: SigRef,
+    /// `fn(env, vector, code)`.
+    pub raise: SigRef,
+}
+
+/// What the translation knows about the status flags at the current point.
+#[derive(Clone, Copy)]
+enum Cc {
+    /// In the lazy fields of the state.
+    Mem,
+    /// In the lazy-flag variables (at the start of a region block: they carry the flags along
+    /// branches inside the translation without touching memory).
+    Vars,
+    /// The last flag-setting operation, as values (QEMU's CC_OP with CC_DST/CC_SRC/CC_SRC2);
+    /// `a` is the first operand where known, for fused compares. `stored`: already in the state.
+    Known { op: CcOp, size: u32, dst: Value, src: Value, src2: Option<Value>, a: Option<Value>, stored: bool },
+}
+
+/// How the translation of one instruction ended.
+enum Flow {
+    /// Go on with the next instruction.
+    Next,
+    /// A direct branch: to `taken` if `cond` (always when `None`), else to `next`.
+    Jump { cond: Option<Value>, taken: u64, next: u64 },
+    /// An indirect branch to this RIP.
+    Indirect(Value),
+}
+
+/// The lazy-flag variables.
+struct CcVars {
+    op: Variable,
+    size: Variable,
+    dst: Variable,
+    src: Variable,
+    src2: Variable,
+}
+
+/// Builds the IR of one region.
+pub(crate) struct Lifter<'a, 'f> {
+    pub b: &'a mut FunctionBuilder<'f>,
+    pub env: Value,
+    pub state: Value,
+    pub sigs: Sigs,
+    regs: [Variable; 16],
+    /// Registers the region reads or writes (held in variables), and those it may write
+    /// (written back at every exit).
+    rset: u16,
+    wset: u16,
+    cc: Cc,
+    ccv: CcVars,
+    /// `icount` at the start of the current region block, and its variable.
+    icount0: Value,
+    ic: Variable,
+    /// [`JitEnv::until`], loaded once.
+    until: Variable,
+    /// Instructions of the current block retired before the current one.
+    k: u64,
+    user: bool,
+    /// i32: a slow path asked to leave after the current instruction.
+    end: Variable,
+    end_used: bool,
+    /// Scratch variable joining a memory access's fast and slow paths.
+    tmp: Variable,
+    /// The current instruction's fault exit, made at its first slow path.
+    fault: Option<Block>,
+    cur: Instruction,
+    /// Guest instructions lifted (the rest went to `helper_exec`).
+    pub lifted: u64,
+    /// Link slots for exits to constant addresses (none when the region spans pages).
+    links: Option<(&'a mut crate::LinkTable, u64)>,
+    /// Stores try the TLB inline (off in the lockstep check, where the helper records them).
+    pub inline_stores: bool,
+    /// The region's blocks by guest address.
+    targets: std::collections::HashMap<u64, Block>,
+}
+
+const TRUSTED: MemFlagsData = MemFlagsData::trusted();
+
+fn mask(size: u32) -> u64 {
+    if size >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (size * 8)) - 1
+    }
+}
+
+fn gpr(r: Register) -> Option<(usize, u32, bool)> {
+    if !r.is_gpr() {
+        return None;
+    }
+    let size = r.size() as u32;
+    let n = r.number();
+    if size == 1 && r.is_gpr8() && (Register::AH..=Register::BH).contains(&r) {
+        return Some((n - 4, 1, true));
+    }
+    Some((r.full_register().number(), size, false))
+}
+
+fn canonical(v: u64) -> bool {
+    ((v << 16) as i64 >> 16) as u64 == v
+}
+
+fn reg_off(n: usize) -> i32 {
+    (offset_of!(CpuState, regs) + 8 * n) as i32
+}
+
+fn tlb_off(user: bool, kind: TlbKind) -> i32 {
+    let table = (user as usize * 3 + kind as usize) * heron_softmmu::tlb::TLB_SIZE * size_of::<TlbEntry>();
+    (offset_of!(CpuState, tlb) + offset_of!(Tlb, tables) + table) as i32
+}
+
+/// (registers used, registers written) by `insns`, as bit sets of the 16 GPR numbers.
+fn reg_sets<'i>(insns: impl Iterator<Item = &'i Instruction>) -> (u16, u16) {
+    let mut f = iced_x86::InstructionInfoFactory::new();
+    let (mut r, mut w) = (0u16, 0u16);
+    for i in insns {
+        for u in f.info(i).used_registers() {
+            let reg = u.register();
+            if !reg.is_gpr() {
+                continue;
+            }
+            let bit = 1u16 << reg.full_register().number();
+            r |= bit;
+            if !matches!(u.access(), iced_x86::OpAccess::Read) {
+                w |= bit;
+            }
+        }
+        // Memory operands' base and index registers.
+        for reg in [i.memory_base(), i.memory_index()] {
+            if reg.is_gpr() {
+                r |= 1 << reg.full_register().number();
+            }
+        }
+    }
+    (r | w, w)
+}
+
+impl<'a, 'f> Lifter<'a, 'f> {
+    /// Start a function whose entry block has `env` and `state` as parameters.
+    pub fn new(
+        b: &'a mut FunctionBuilder<'f>,
+        env: Value,
+        state: Value,
+        sigs: Sigs,
+        user: bool,
+        links: Option<(&'a mut crate::LinkTable, u64)>,
+    ) -> Self {
+        let regs = std::array::from_fn(|_| b.declare_var(I64));
+        let end = b.declare_var(I32);
+        let tmp = b.declare_var(I64);
+        let ic = b.declare_var(I64);
+        let until = b.declare_var(I64);
+        let ccv = CcVars { op: b.declare_var(I32), size: b.declare_var(I32), dst: b.declare_var(I64), src: b.declare_var(I64), src2: b.declare_var(I64) };
+        let icount0 = b.ins().iconst(I64, 0);
+        Lifter {
+            b,
+            env,
+            state,
+            sigs,
+            regs,
+            rset: 0,
+            wset: 0,
+            cc: Cc::Mem,
+            ccv,
+            icount0,
+            ic,
+            until,
+            k: 0,
+            user,
+            end,
+            end_used: false,
+            tmp,
+            fault: None,
+            cur: Instruction::default(),
+            lifted: 0,
+            links,
+            inline_stores: true,
+            targets: Default::default(),
+        }
+    }
+
+    // ---- state ----
+
+    fn load_regs(&mut self) {
+        for n in 0..16 {
+            if self.rset & (1 << n) != 0 {
+                let v = self.b.ins().load(I64, TRUSTED, self.state, reg_off(n));
+                self.b.def_var(self.regs[n], v);
+            }
+        }
+    }
+
+    fn full(&mut self, n: usize) -> Value {
+        if self.rset & (1 << n) == 0 {
+            // Not seen by the register scan: never written here, so the state holds it.
+            return self.b.ins().load(I64, TRUSTED, self.state, reg_off(n));
+        }
+        self.b.use_var(self.regs[n])
+    }
+
+    fn set_full(&mut self, n: usize, v: Value) {
+        if self.wset & (1 << n) == 0 {
+            // Not seen by the register scan: write through.
+            self.b.ins().store(TRUSTED, v, self.state, reg_off(n));
+            if self.rset & (1 << n) == 0 {
+                return;
+            }
+        }
+        self.b.def_var(self.regs[n], v);
+    }
+
+    fn iconst(&mut self, v: u64) -> Value {
+        self.b.ins().iconst(I64, v as i64)
+    }
+
+    fn mask_to(&mut self, v: Value, size: u32) -> Value {
+        if size >= 8 {
+            v
+        } else {
+            self.b.ins().band_imm_s(v, mask(size) as i64)
+        }
+    }
+
+    /// Sign-extend the low `size` bytes of `v` to 64 bits.
+    fn sext(&mut self, v: Value, size: u32) -> Value {
+        if size >= 8 {
+            return v;
+        }
+        let sh = 64 - 8 * size as i64;
+        let t = self.b.ins().ishl_imm_s(v, sh);
+        self.b.ins().sshr_imm_s(t, sh)
+    }
+
+    /// A general register read, zero-extended from its size.
+    fn get_reg(&mut self, r: Register) -> Value {
+        let (n, size, hi) = gpr(r).expect("general register");
+        let v = self.full(n);
+        if hi {
+            let t = self.b.ins().ushr_imm_s(v, 8);
+            self.b.ins().band_imm_s(t, 0xFF)
+        } else {
+            self.mask_to(v, size)
+        }
+    }
+
+    /// A general register write with x86's merging rules (32-bit writes zero-extend).
+    fn set_reg(&mut self, r: Register, v: Value) {
+        let (n, size, hi) = gpr(r).expect("general register");
+        let nv = match (size, hi) {
+            (8, _) => v,
+            (4, _) => self.b.ins().band_imm_s(v, 0xFFFF_FFFF),
+            (1, true) => {
+                let old = self.full(n);
+                let o = self.b.ins().band_imm_s(old, !0xFF00i64);
+                let lo = self.b.ins().band_imm_s(v, 0xFF);
+                let sh = self.b.ins().ishl_imm_s(lo, 8);
+                self.b.ins().bor(o, sh)
+            }
+            _ => {
+                let old = self.full(n);
+                let m = mask(size) as i64;
+                let o = self.b.ins().band_imm_s(old, !m);
+                let lo = self.b.ins().band_imm_s(v, m);
+                self.b.ins().bor(o, lo)
+            }
+        };
+        self.set_full(n, nv);
+    }
+
+    fn st32(&mut self, v: Value, off: usize) {
+        self.b.ins().store(TRUSTED, v, self.state, off as i32);
+    }
+
+    /// Make the state's lazy-flag fields current.
+    fn store_cc(&mut self) {
+        match self.cc {
+            Cc::Known { op, size, dst, src, src2, stored: false, a } => {
+                let opv = self.b.ins().iconst(I32, op as i64);
+                self.st32(opv, offset_of!(CpuState, cc_op));
+                let sz = self.b.ins().iconst(I32, size as i64);
+                self.st32(sz, offset_of!(CpuState, cc_size));
+                self.st32(dst, offset_of!(CpuState, cc_dst));
+                self.st32(src, offset_of!(CpuState, cc_src));
+                if let Some(s2) = src2 {
+                    self.st32(s2, offset_of!(CpuState, cc_src2));
+                }
+                self.cc = Cc::Known { op, size, dst, src, src2, a, stored: true };
+            }
+            Cc::Vars => {
+                let v = [self.ccv.op, self.ccv.size, self.ccv.dst, self.ccv.src, self.ccv.src2];
+                let offs = [offset_of!(CpuState, cc_op), offset_of!(CpuState, cc_size), offset_of!(CpuState, cc_dst), offset_of!(CpuState, cc_src), offset_of!(CpuState, cc_src2)];
+                for (var, off) in v.into_iter().zip(offs) {
+                    let x = self.b.use_var(var);
+                    self.st32(x, off);
+                }
+                self.cc = Cc::Mem;
+            }
+            _ => {}
+        }
+    }
+
+    /// Carry the flags into the lazy-flag variables (before a branch inside the region).
+    fn cc_to_vars(&mut self) {
+        match self.cc {
+            Cc::Known { op, size, dst, src, src2, .. } => {
+                let opv = self.b.ins().iconst(I32, op as i64);
+                self.b.def_var(self.ccv.op, opv);
+                let sz = self.b.ins().iconst(I32, size as i64);
+                self.b.def_var(self.ccv.size, sz);
+                self.b.def_var(self.ccv.dst, dst);
+                self.b.def_var(self.ccv.src, src);
+                if let Some(s2) = src2 {
+                    self.b.def_var(self.ccv.src2, s2);
+                }
+            }
+            Cc::Mem => self.load_cc_vars(),
+            Cc::Vars => {}
+        }
+        self.cc = Cc::Vars;
+    }
+
+    fn load_cc_vars(&mut self) {
+        let v = [(self.ccv.op, I32, offset_of!(CpuState, cc_op)), (self.ccv.size, I32, offset_of!(CpuState, cc_size))];
+        for (var, ty, off) in v {
+            let x = self.b.ins().load(ty, TRUSTED, self.state, off as i32);
+            self.b.def_var(var, x);
+        }
+        let v = [(self.ccv.dst, offset_of!(CpuState, cc_dst)), (self.ccv.src, offset_of!(CpuState, cc_src)), (self.ccv.src2, offset_of!(CpuState, cc_src2))];
+        for (var, off) in v {
+            let x = self.b.ins().load(I64, TRUSTED, self.state, off as i32);
+            self.b.def_var(var, x);
+        }
+    }
+
+    /// Write back the registers the region may have changed and the lazy flags (the
+    /// compile-time tracking is unchanged: used on side exits as well as before helpers).
+    fn writeback(&mut self) {
+        for n in 0..16 {
+            if self.wset & (1 << n) != 0 {
+                let v = self.b.use_var(self.regs[n]);
+                self.b.ins().store(TRUSTED, v, self.state, reg_off(n));
+            }
+        }
+        let cc = self.cc;
+        self.store_cc();
+        self.cc = cc;
+    }
+
+    fn store_icount(&mut self, retired: u64) {
+        let v = self.b.ins().iadd_imm_s(self.icount0, retired as i64);
+        self.b.ins().store(TRUSTED, v, self.state, offset_of!(CpuState, icount) as i32);
+    }
+
+    /// Leave the translation after `retired` instructions of the current block with RIP =
+    /// `rip` (state written back), through link slot `slot` if given: return what it holds
+    /// (the next translation or 0).
+    fn exit(&mut self, rip: Value, retired: u64, slot: Option<u64>) {
+        self.writeback();
+        self.b.ins().store(TRUSTED, rip, self.state, offset_of!(CpuState, rip) as i32);
+        self.store_icount(retired);
+        let r = match slot {
+            Some(slot) => {
+                let slot = self.iconst(slot);
+                self.b.ins().store(TRUSTED, slot, self.env, JitEnv::LAST_SLOT_OFFSET);
+                self.b.ins().load(I64, TRUSTED, slot, offset_of!(LinkSlot, target) as i32)
+            }
+            None => self.b.ins().iconst(I64, 0),
+        };
+        self.b.ins().return_(&[r]);
+    }
+
+    /// Continue at guest address `target` after `retired` instructions of the current block:
+    /// inside the region when it holds that block (checking the instruction budget and the
+    /// exit request, as tier 0 does between blocks), else leave through a link slot.
+    fn edge(&mut self, target: u64, retired: u64) {
+        let Some(&blk) = self.targets.get(&target) else {
+            let slot = self.links.as_mut().and_then(|(t, page)| t.alloc(*page));
+            let rip = self.iconst(target);
+            self.exit(rip, retired, slot);
+            return;
+        };
+        let ic = self.b.ins().iadd_imm_s(self.icount0, retired as i64);
+        let until = self.b.use_var(self.until);
+        let mut stop = self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, ic, until);
+        if target <= self.cur.ip() {
+            // A back-edge: a loop must also notice an exit request.
+            let req = self.b.ins().load(I32, TRUSTED, self.state, offset_of!(CpuState, exit_request) as i32);
+            let req = self.b.ins().icmp_imm_s(IntCC::NotEqual, req, 0);
+            stop = self.b.ins().bor(stop, req);
+        }
+        let (out, cont) = (self.b.create_block(), self.b.create_block());
+        self.b.set_cold_block(out);
+        self.b.ins().brif(stop, out, &[], cont, &[]);
+        self.b.switch_to_block(out);
+        let rip = self.iconst(target);
+        self.exit(rip, retired, None);
+        self.b.switch_to_block(cont);
+        self.cc_to_vars();
+        self.b.def_var(self.ic, ic);
+        self.b.ins().jump(blk, &[]);
+    }
+
+    /// The fault exit of the current instruction: registers as before it, RIP on it.
+    fn fault_block(&mut self) -> Block {
+        if let Some(f) = self.fault {
+            return f;
+        }
+        let f = self.b.create_block();
+        self.b.set_cold_block(f);
+        self.fault = Some(f);
+        f
+    }
+
+    /// Emit the body of the fault exit (after the current block has been terminated).
+    fn emit_fault_body(&mut self, f: Block) {
+        self.b.switch_to_block(f);
+        self.writeback();
+        let ip = self.iconst(self.cur.ip());
+        self.b.ins().store(TRUSTED, ip, self.state, offset_of!(CpuState, rip) as i32);
+        let z = self.b.ins().iconst(I64, 0);
+        self.b.ins().return_(&[z]);
+    }
+
+    // ---- memory ----
+
+    fn call_addr(&mut self, f: *const ()) -> Value {
+        self.b.ins().iconst(I64, f as usize as i64)
+    }
+
+    /// Entry address of the TLB slot for `la` in table `(user, kind)`, minus the table offset.
+    fn tlb_slot(&mut self, la: Value) -> Value {
+        debug_assert_eq!(size_of::<TlbEntry>(), 32);
+        let idx = self.b.ins().ushr_imm_s(la, 12);
+        let idx = self.b.ins().band_imm_s(idx, (heron_softmmu::tlb::TLB_SIZE - 1) as i64);
+        let off = self.b.ins().ishl_imm_s(idx, 5);
+        self.b.ins().iadd(self.state, off)
+    }
+
+    /// The slow path's status check: to the fault exit on [`STATUS_FAULT`], else note an
+    /// end request and go to `join`.
+    fn status_check(&mut self, join: Block) {
+        let st = self.b.ins().load(I32, TRUSTED, self.env, JitEnv::STATUS_OFFSET);
+        let is_fault = self.b.ins().icmp_imm_s(IntCC::Equal, st, STATUS_FAULT as i64);
+        let f = self.fault_block();
+        let emitted = self.b.func.layout.is_block_inserted(f);
+        let ok = self.b.create_block();
+        self.b.set_cold_block(ok);
+        self.b.ins().brif(is_fault, f, &[], ok, &[]);
+        if !emitted {
+            self.emit_fault_body(f);
+        }
+        self.b.switch_to_block(ok);
+        let e = self.b.use_var(self.end);
+        let e = self.b.ins().bor(e, st);
+        self.b.def_var(self.end, e);
+        self.end_used = true;
+        self.b.ins().jump(join, &[]);
+    }
+
+    fn access_flags(&self, size: u32, stack: bool) -> i64 {
+        (size | if stack { ACCESS_STACK } else { 0 } | if self.user { ACCESS_USER } else { 0 }) as i64
+    }
+
+    /// Load `size` bytes at linear `la`, zero-extended.
+    fn load(&mut self, la: Value, size: u32, stack: bool) -> Value {
+        let slot = self.tlb_slot(la);
+        let off = tlb_off(self.user, TlbKind::Read);
+        let tag = self.b.ins().load(I64, TRUSTED, slot, off);
+        let masked = self.b.ins().band_imm_s(la, (!0xFFFu64 | (size as u64 - 1)) as i64);
+        let hit = self.b.ins().icmp(IntCC::Equal, masked, tag);
+        let (fast, slow, join) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.set_cold_block(slow);
+        self.b.ins().brif(hit, fast, &[], slow, &[]);
+
+        self.b.switch_to_block(fast);
+        let addend = self.b.ins().load(I64, TRUSTED, slot, off + offset_of!(TlbEntry, addend) as i32);
+        let host = self.b.ins().iadd(la, addend);
+        let fl = MemFlagsData::new().with_notrap();
+        let v = match size {
+            1 => self.b.ins().uload8(I64, fl, host, 0),
+            2 => self.b.ins().uload16(I64, fl, host, 0),
+            4 => self.b.ins().uload32(fl, host, 0),
+            _ => self.b.ins().load(I64, fl, host, 0),
+        };
+        self.b.def_var(self.tmp, v);
+        self.b.ins().jump(join, &[]);
+
+        self.b.switch_to_block(slow);
+        self.store_icount(self.k);
+        let f = self.call_addr(helper_load as *const ());
+        let fl = self.access_flags(size, stack);
+        let flags = self.b.ins().iconst(I32, fl);
+        let call = self.b.ins().call_indirect(self.sigs.load, f, &[self.env, la, flags]);
+        let v = self.b.inst_results(call)[0];
+        self.b.def_var(self.tmp, v);
+        self.status_check(join);
+
+        self.b.switch_to_block(join);
+        self.b.use_var(self.tmp)
+    }
+
+    /// Store the low `size` bytes of `v` at linear `la`.
+    fn store(&mut self, la: Value, size: u32, v: Value, stack: bool) {
+        let slot = self.tlb_slot(la);
+        let off = tlb_off(self.user, TlbKind::Write);
+        let hit = if self.inline_stores {
+            let tag = self.b.ins().load(I64, TRUSTED, slot, off);
+            let masked = self.b.ins().band_imm_s(la, (!0xFFFu64 | (size as u64 - 1)) as i64);
+            self.b.ins().icmp(IntCC::Equal, masked, tag)
+        } else {
+            self.b.ins().iconst(I8, 0)
+        };
+        let (fast, slow, join) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.set_cold_block(slow);
+        self.b.ins().brif(hit, fast, &[], slow, &[]);
+
+        self.b.switch_to_block(fast);
+        let addend = self.b.ins().load(I64, TRUSTED, slot, off + offset_of!(TlbEntry, addend) as i32);
+        let host = self.b.ins().iadd(la, addend);
+        let gm = MemFlagsData::new().with_notrap();
+        match size {
+            1 => self.b.ins().istore8(gm, v, host, 0),
+            2 => self.b.ins().istore16(gm, v, host, 0),
+            4 => self.b.ins().istore32(gm, v, host, 0),
+            _ => self.b.ins().store(gm, v, host, 0),
+        };
+        self.b.ins().jump(join, &[]);
+
+        self.b.switch_to_block(slow);
+        self.store_icount(self.k);
+        let f = self.call_addr(helper_store as *const ());
+        let fl = self.access_flags(size, stack);
+        let flags = self.b.ins().iconst(I32, fl);
+        self.b.ins().call_indirect(self.sigs.store, f, &[self.env, la, v, flags]);
+        self.status_check(join);
+
+        self.b.switch_to_block(join);
+    }
+
+    /// Raise `vector` (#GP(0) for now) when `bad` is true: the state of the instruction's start.
+    fn raise_if(&mut self, bad: Value, vector: u8, code: Option<u32>) {
+        let (raise, cont) = (self.b.create_block(), self.b.create_block());
+        self.b.set_cold_block(raise);
+        self.b.ins().brif(bad, raise, &[], cont, &[]);
+        self.b.switch_to_block(raise);
+        self.store_icount(self.k);
+        let f = self.call_addr(helper_raise as *const ());
+        let v = self.b.ins().iconst(I32, vector as i64);
+        let c = self.b.ins().iconst(I32, code.map_or(-1, |c| c as i64));
+        self.b.ins().call_indirect(self.sigs.raise, f, &[self.env, v, c]);
+        let fb = self.fault_block();
+        let emitted = self.b.func.layout.is_block_inserted(fb);
+        self.b.ins().jump(fb, &[]);
+        if !emitted {
+            self.emit_fault_body(fb);
+        }
+        self.b.switch_to_block(cont);
+    }
+
+    fn check_canonical(&mut self, t: Value) {
+        let sh = self.b.ins().ishl_imm_s(t, 16);
+        let sx = self.b.ins().sshr_imm_s(sh, 16);
+        let bad = self.b.ins().icmp(IntCC::NotEqual, sx, t);
+        self.raise_if(bad, heron_cpu::vec::GP, Some(0));
+    }
+
+    // ---- operands ----
+
+    /// Effective address plus segment base: the 64-bit linear address of the memory operand.
+    fn lin(&mut self, i: &Instruction) -> Value {
+        let a = self.ea(i);
+        let seg = match i.memory_segment() {
+            Register::FS => sreg::FS,
+            Register::GS => sreg::GS,
+            _ => return a,
+        };
+        let off = offset_of!(CpuState, seg) + seg * size_of::<Segment>() + offset_of!(Segment, base);
+        let b = self.b.ins().load(I64, TRUSTED, self.state, off as i32);
+        self.b.ins().iadd(a, b)
+    }
+
+    /// Effective address (offset in the segment) of the memory operand.
+    fn ea(&mut self, i: &Instruction) -> Value {
+        let base = i.memory_base();
+        let index = i.memory_index();
+        let disp = i.memory_displacement64();
+        if base == Register::RIP {
+            self.iconst(disp)
+        } else if base == Register::EIP {
+            self.iconst(disp & 0xFFFF_FFFF)
+        } else {
+            let mut a = self.iconst(disp);
+            let mut asz = 8;
+            if base != Register::None {
+                let v = self.get_reg(base);
+                a = self.b.ins().iadd(a, v);
+                asz = base.size();
+            }
+            if index != Register::None {
+                let v = self.get_reg(index);
+                let sh = i.memory_index_scale().trailing_zeros() as i64;
+                let v = if sh > 0 { self.b.ins().ishl_imm_s(v, sh) } else { v };
+                a = self.b.ins().iadd(a, v);
+                asz = index.size();
+            }
+            if asz == 4 {
+                a = self.b.ins().band_imm_s(a, 0xFFFF_FFFF);
+            }
+            a
+        }
+    }
+
+    fn is_stack(i: &Instruction) -> bool {
+        i.memory_segment() == Register::SS
+    }
+
+    /// Read operand `n` (register, memory or immediate) as a `size`-byte value.
+    fn read_op(&mut self, i: &Instruction, n: u32, size: u32) -> Value {
+        match i.op_kind(n) {
+            OpKind::Register => self.get_reg(i.op_register(n)),
+            OpKind::Memory => {
+                let la = self.lin(i);
+                self.load(la, size, Self::is_stack(i))
+            }
+            _ => self.iconst(i.immediate(n) & mask(size)),
+        }
+    }
+
+    fn op_size(i: &Instruction, n: u32) -> u32 {
+        match i.op_kind(n) {
+            OpKind::Register => i.op_register(n).size() as u32,
+            OpKind::Immediate8 | OpKind::Immediate8_2nd => 1,
+            OpKind::Immediate16 | OpKind::Immediate8to16 => 2,
+            OpKind::Immediate32 | OpKind::Immediate8to32 => 4,
+            OpKind::Immediate64 | OpKind::Immediate8to64 | OpKind::Immediate32to64 => 8,
+            _ => i.memory_size().size() as u32,
+        }
+    }
+
+    // ---- flags ----
+
+    fn sign(&mut self, v: Value, size: u32) -> Value {
+        let sh = 64 - 8 * size as i64;
+        let t = self.b.ins().ishl_imm_s(v, sh);
+        self.b.ins().icmp_imm_s(IntCC::SignedLessThan, t, 0)
+    }
+
+    /// Status flags as RFLAGS bits, computed by the helper from the stored lazy fields.
+    fn flag_bits(&mut self) -> Value {
+        self.store_cc();
+        let f = self.call_addr(helper_flags as *const ());
+        let call = self.b.ins().call_indirect(self.sigs.flags, f, &[self.state]);
+        self.b.inst_results(call)[0]
+    }
+
+    fn bit(&mut self, flags: Value, bit: u32) -> Value {
+        let t = self.b.ins().ushr_imm_s(flags, bit as i64);
+        let t = self.b.ins().band_imm_s(t, 1);
+        self.b.ins().ireduce(I8, t)
+    }
+
+    /// CF as a 0/1 i64.
+    fn cf(&mut self) -> Value {
+        match self.cc {
+            Cc::Known { op: CcOp::Sub, src, a: Some(a), .. } => {
+                let c = self.b.ins().icmp(IntCC::UnsignedLessThan, a, src);
+                self.b.ins().uextend(I64, c)
+            }
+            Cc::Known { op: CcOp::Add, dst, a: Some(a), .. } => {
+                let c = self.b.ins().icmp(IntCC::UnsignedLessThan, dst, a);
+                self.b.ins().uextend(I64, c)
+            }
+            Cc::Known { op: CcOp::Logic, .. } => self.iconst(0),
+            Cc::Known { op: CcOp::Inc | CcOp::Dec, src, .. } => self.b.ins().band_imm_s(src, 1),
+            _ => {
+                let f = self.flag_bits();
+                self.b.ins().band_imm_s(f, 1)
+            }
+        }
+    }
+
+    /// Condition `cc` (0–15, the low nibble of Jcc) as an i8 0/1.
+    fn cond(&mut self, cc: u8) -> Value {
+        let kind = cc >> 1;
+        let r = match self.cc {
+            Cc::Known { op: CcOp::Sub, size, dst, src, a: Some(a), .. } if kind != 5 => match kind {
+                0 => {
+                    // OF = ((a ^ b) & (a ^ r)) sign.
+                    let x = self.b.ins().bxor(a, src);
+                    let y = self.b.ins().bxor(a, dst);
+                    let z = self.b.ins().band(x, y);
+                    self.sign(z, size)
+                }
+                1 => self.b.ins().icmp(IntCC::UnsignedLessThan, a, src),
+                2 => self.b.ins().icmp_imm_s(IntCC::Equal, dst, 0),
+                3 => self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, a, src),
+                4 => self.sign(dst, size),
+                _ => {
+                    let sh = 64 - 8 * size as i64;
+                    let x = self.b.ins().ishl_imm_s(a, sh);
+                    let y = self.b.ins().ishl_imm_s(src, sh);
+                    let c = if kind == 6 { IntCC::SignedLessThan } else { IntCC::SignedLessThanOrEqual };
+                    self.b.ins().icmp(c, x, y)
+                }
+            },
+            Cc::Known { op: CcOp::Logic, size, dst, .. } if kind != 5 => match kind {
+                0 | 1 => self.b.ins().iconst(I8, 0),
+                2 | 3 => self.b.ins().icmp_imm_s(IntCC::Equal, dst, 0),
+                4 | 6 => self.sign(dst, size),
+                _ => {
+                    let z = self.b.ins().icmp_imm_s(IntCC::Equal, dst, 0);
+                    let s = self.sign(dst, size);
+                    self.b.ins().bor(z, s)
+                }
+            },
+            Cc::Known { op: CcOp::Add | CcOp::Inc | CcOp::Dec, size, dst, .. } if kind == 2 || kind == 4 => {
+                if kind == 2 {
+                    self.b.ins().icmp_imm_s(IntCC::Equal, dst, 0)
+                } else {
+                    self.sign(dst, size)
+                }
+            }
+            _ => {
+                let f = self.flag_bits();
+                match kind {
+                    0 => self.bit(f, 11),
+                    1 => self.bit(f, 0),
+                    2 => self.bit(f, 6),
+                    3 => {
+                        let t = self.b.ins().band_imm_s(f, 0x41);
+                        self.b.ins().icmp_imm_s(IntCC::NotEqual, t, 0)
+                    }
+                    4 => self.bit(f, 7),
+                    5 => self.bit(f, 2),
+                    6 => {
+                        let s = self.bit(f, 7);
+                        let o = self.bit(f, 11);
+                        self.b.ins().bxor(s, o)
+                    }
+                    _ => {
+                        let s = self.bit(f, 7);
+                        let o = self.bit(f, 11);
+                        let l = self.b.ins().bxor(s, o);
+                        let z = self.bit(f, 6);
+                        self.b.ins().bor(l, z)
+                    }
+                }
+            }
+        };
+        if cc & 1 != 0 {
+            self.b.ins().bxor_imm_s(r, 1)
+        } else {
+            r
+        }
+    }
+
+    fn set_cc(&mut self, op: CcOp, size: u32, dst: Value, src: Value, src2: Option<Value>, a: Option<Value>) {
+        self.cc = Cc::Known { op, size, dst, src, src2, a, stored: false };
+    }
+
+    // ---- the region ----
+
+    /// Lift a region (`blocks[0]` is the entry; the instructions' addresses stay valid as long
+    /// as the translation) and close the function.
+    pub fn lift_region(&mut self, blocks: &[&[Instruction]]) {
+        (self.rset, self.wset) = reg_sets(blocks.iter().flat_map(|b| b.iter()));
+        let entry_ip = blocks[0][0].ip();
+        let ir: Vec<Block> = blocks.iter().map(|_| self.b.create_block()).collect();
+        for (blk, insns) in ir.iter().zip(blocks) {
+            self.targets.insert(insns[0].ip(), *blk);
+        }
+        self.load_regs();
+        let zero = self.b.ins().iconst(I32, 0);
+        self.b.def_var(self.end, zero);
+        let ic = self.b.ins().load(I64, TRUSTED, self.state, offset_of!(CpuState, icount) as i32);
+        self.b.def_var(self.ic, ic);
+        let until = self.b.ins().load(I64, TRUSTED, self.env, JitEnv::UNTIL_OFFSET);
+        self.b.def_var(self.until, until);
+        // The entry block starts with the flags in variables when a branch inside the
+        // region comes back to it.
+        let loops_to_entry = blocks.iter().any(|b| {
+            let l = b.last().expect("blocks are never empty");
+            l.next_ip() == entry_ip || (l.is_jcc_short_or_near() || matches!(l.op0_kind(), OpKind::NearBranch64)) && l.near_branch_target() == entry_ip
+        });
+        if loops_to_entry {
+            self.load_cc_vars();
+        }
+        self.b.ins().jump(ir[0], &[]);
+        for (j, insns) in blocks.iter().enumerate() {
+            self.b.switch_to_block(ir[j]);
+            self.cc = if j == 0 && !loops_to_entry { Cc::Mem } else { Cc::Vars };
+            self.icount0 = self.b.use_var(self.ic);
+            self.lift_block(insns);
+        }
+    }
+
+    /// Lift one block of the region, ending in exits or branches to other region blocks.
+    fn lift_block(&mut self, insns: &[Instruction]) {
+        let n = insns.len();
+        // The instruction after STI, MOV SS or POP SS runs in tier 0, which ends the interrupt
+        // shadow (and the block) after it, as the interpreter does.
+        let mut shadow = false;
+        for (k, i) in insns.iter().enumerate() {
+            self.k = k as u64;
+            self.cur = *i;
+            self.fault = None;
+            self.end_used = false;
+            let last = k + 1 == n;
+            let retired = k as u64 + 1;
+            let lifted = if shadow { None } else { self.lift(i) };
+            shadow = i.mnemonic() == M::Sti || (matches!(i.mnemonic(), M::Mov | M::Pop) && i.op0_kind() == OpKind::Register && i.op0_register() == Register::SS);
+            match lifted {
+                Some(Flow::Jump { cond: Some(c), taken, next }) => {
+                    self.lifted += 1;
+                    let (bt, bn) = (self.b.create_block(), self.b.create_block());
+                    self.b.ins().brif(c, bt, &[], bn, &[]);
+                    let cc = self.cc;
+                    self.b.switch_to_block(bt);
+                    self.edge(taken, retired);
+                    self.cc = cc;
+                    self.b.switch_to_block(bn);
+                    self.edge(next, retired);
+                    return;
+                }
+                Some(Flow::Jump { cond: None, taken, .. }) => {
+                    self.lifted += 1;
+                    self.edge(taken, retired);
+                    return;
+                }
+                Some(Flow::Indirect(rip)) => {
+                    self.lifted += 1;
+                    self.exit(rip, retired, None);
+                    return;
+                }
+                Some(Flow::Next) => {
+                    self.lifted += 1;
+                    if self.end_used {
+                        // A slow path touched MMIO or code: leave after this instruction.
+                        let e = self.b.use_var(self.end);
+                        let (out, cont) = (self.b.create_block(), self.b.create_block());
+                        self.b.set_cold_block(out);
+                        self.b.ins().brif(e, out, &[], cont, &[]);
+                        self.b.switch_to_block(out);
+                        let rip = self.iconst(i.next_ip());
+                        self.exit(rip, retired, None);
+                        self.b.switch_to_block(cont);
+                    }
+                    if last {
+                        self.edge(i.next_ip(), retired);
+                    }
+                }
+                None => {
+                    self.call_exec(i);
+                    if last {
+                        // RIP and icount are already in the state.
+                        let z = self.b.ins().iconst(I64, 0);
+                        self.b.ins().return_(&[z]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Run `i` through tier 0.
+    fn call_exec(&mut self, i: &Instruction) {
+        self.writeback();
+        self.cc = Cc::Mem;
+        self.store_icount(self.k);
+        let f = self.call_addr(helper_exec as *const ());
+        let p = self.iconst(i as *const Instruction as u64);
+        let call = self.b.ins().call_indirect(self.sigs.exec, f, &[self.env, p]);
+        let r = self.b.inst_results(call)[0];
+        let (out, cont) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(r, out, &[], cont, &[]);
+        self.b.switch_to_block(out);
+        let z = self.b.ins().iconst(I64, 0);
+        self.b.ins().return_(&[z]);
+        self.b.switch_to_block(cont);
+        // The instruction may have changed any register or the flags.
+        self.load_regs();
+        self.cc = Cc::Mem;
+    }
+
+    fn ok_dst(i: &Instruction) -> bool {
+        match i.op0_kind() {
+            OpKind::Register => i.op0_register().is_gpr(),
+            OpKind::Memory => true,
+            _ => false,
+        }
+    }
+
+    fn ok_src(i: &Instruction, n: u32) -> bool {
+        match i.op_kind(n) {
+            OpKind::Register => i.op_register(n).is_gpr(),
+            OpKind::Memory => i.op0_kind() != OpKind::Memory,
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64 => true,
+            _ => false,
+        }
+    }
+
+    /// Write `v` to operand 0 (`la` when it is memory).
+    fn write_dst(&mut self, i: &Instruction, la: Option<Value>, size: u32, v: Value) {
+        match la {
+            Some(la) => self.store(la, size, v, Self::is_stack(i)),
+            None => self.set_reg(i.op0_register(), v),
+        }
+    }
+
+    /// Read operand 0 for a read-modify-write: (value, linear address if memory).
+    fn read_dst(&mut self, i: &Instruction, size: u32) -> (Value, Option<Value>) {
+        if i.op0_kind() == OpKind::Memory {
+            let la = self.lin(i);
+            (self.load(la, size, Self::is_stack(i)), Some(la))
+        } else {
+            (self.get_reg(i.op0_register()), None)
+        }
+    }
+
+    fn branch_target(i: &Instruction) -> Option<u64> {
+        matches!(i.op0_kind(), OpKind::NearBranch64).then(|| i.near_branch_target()).filter(|t| canonical(*t))
+    }
+
+    /// Lift one instruction; `None` when it is left to tier 0 (nothing was emitted).
+    fn lift(&mut self, i: &Instruction) -> Option<Flow> {
+        let m = i.mnemonic();
+        if i.has_lock_prefix() && i.op0_kind() != OpKind::Memory {
+            return None; // #UD: tier 0 raises it.
+        }
+        if i.is_jcc_short_or_near() {
+            let t = Self::branch_target(i)?;
+            let c = self.cond(i.condition_code() as u8 - 1);
+            return Some(Flow::Jump { cond: Some(c), taken: t, next: i.next_ip() });
+        }
+        match m {
+            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => {
+                if !Self::ok_dst(i) || !Self::ok_src(i, 1) {
+                    return None;
+                }
+                let size = Self::op_size(i, 0);
+                let writes = !matches!(m, M::Cmp | M::Test);
+                if m == M::Xor && i.op0_kind() == OpKind::Register && i.op1_kind() == OpKind::Register && i.op0_register() == i.op1_register() {
+                    let z = self.iconst(0);
+                    self.set_reg(i.op0_register(), z);
+                    self.set_cc(CcOp::Logic, size, z, z, None, None);
+                    return Some(Flow::Next);
+                }
+                let (a, la) = self.read_dst(i, size);
+                let b = self.read_op(i, 1, size);
+                let (r, op, src2) = match m {
+                    M::Add => (self.b.ins().iadd(a, b), CcOp::Add, None),
+                    M::Adc => {
+                        let c = self.cf();
+                        let t = self.b.ins().iadd(a, b);
+                        (self.b.ins().iadd(t, c), CcOp::Adc, Some(c))
+                    }
+                    M::Sub | M::Cmp => (self.b.ins().isub(a, b), CcOp::Sub, None),
+                    M::Sbb => {
+                        let c = self.cf();
+                        let t = self.b.ins().isub(a, b);
+                        (self.b.ins().isub(t, c), CcOp::Sbb, Some(c))
+                    }
+                    M::And | M::Test => (self.b.ins().band(a, b), CcOp::Logic, None),
+                    M::Or => (self.b.ins().bor(a, b), CcOp::Logic, None),
+                    _ => (self.b.ins().bxor(a, b), CcOp::Logic, None),
+                };
+                let r = self.mask_to(r, size);
+                if writes {
+                    self.write_dst(i, la, size, r);
+                }
+                let keep_a = matches!(op, CcOp::Add | CcOp::Sub).then_some(a);
+                self.set_cc(op, size, r, b, src2, keep_a);
+                Some(Flow::Next)
+            }
+            M::Mov => {
+                let size = Self::op_size(i, 0);
+                if !Self::ok_dst(i) || !Self::ok_src(i, 1) {
+                    return None;
+                }
+                let v = self.read_op(i, 1, size);
+                if i.op0_kind() == OpKind::Memory {
+                    let la = self.lin(i);
+                    self.store(la, size, v, Self::is_stack(i));
+                } else {
+                    self.set_reg(i.op0_register(), v);
+                }
+                Some(Flow::Next)
+            }
+            M::Movzx | M::Movsx | M::Movsxd => {
+                if !i.op0_register().is_gpr() || !Self::ok_src(i, 1) {
+                    return None;
+                }
+                let dsize = Self::op_size(i, 0);
+                let ssize = Self::op_size(i, 1);
+                let v = self.read_op(i, 1, ssize);
+                let v = if m == M::Movzx { v } else { self.sext(v, ssize) };
+                let v = self.mask_to(v, dsize);
+                self.set_reg(i.op0_register(), v);
+                Some(Flow::Next)
+            }
+            M::Lea => {
+                if !i.op0_register().is_gpr() {
+                    return None;
+                }
+                let size = Self::op_size(i, 0);
+                // LEA computes the offset only: no segment base.
+                let ea = self.ea(i);
+                let ea = self.mask_to(ea, size);
+                self.set_reg(i.op0_register(), ea);
+                Some(Flow::Next)
+            }
+            M::Inc | M::Dec | M::Not | M::Neg => {
+                if !Self::ok_dst(i) {
+                    return None;
+                }
+                let size = Self::op_size(i, 0);
+                let cf = matches!(m, M::Inc | M::Dec).then(|| self.cf());
+                let (a, la) = self.read_dst(i, size);
+                let r = match m {
+                    M::Inc => self.b.ins().iadd_imm_s(a, 1),
+                    M::Dec => self.b.ins().iadd_imm_s(a, -1),
+                    M::Not => self.b.ins().bnot(a),
+                    _ => self.b.ins().ineg(a),
+                };
+                let r = self.mask_to(r, size);
+                self.write_dst(i, la, size, r);
+                match m {
+                    M::Inc => self.set_cc(CcOp::Inc, size, r, cf.unwrap(), None, None),
+                    M::Dec => self.set_cc(CcOp::Dec, size, r, cf.unwrap(), None, None),
+                    M::Neg => {
+                        let z = self.iconst(0);
+                        self.set_cc(CcOp::Sub, size, r, a, None, Some(z));
+                    }
+                    _ => {}
+                }
+                Some(Flow::Next)
+            }
+            M::Shl | M::Sal | M::Shr | M::Sar => {
+                if !Self::ok_dst(i) || (i.op_count() > 1 && i.op1_kind() != OpKind::Immediate8) {
+                    return None;
+                }
+                let size = Self::op_size(i, 0);
+                let cnt = if i.op_count() > 1 { i.immediate8() as u32 } else { 1 } & if size == 8 { 63 } else { 31 };
+                let (a, la) = self.read_dst(i, size);
+                if cnt == 0 {
+                    if la.is_none() && size == 4 {
+                        self.set_reg(i.op0_register(), a);
+                    }
+                    return Some(Flow::Next);
+                }
+                let c = cnt as i64;
+                let (r, pre, op, src2) = match m {
+                    M::Shl | M::Sal => {
+                        let r = self.b.ins().ishl_imm_s(a, c);
+                        let p = self.b.ins().ishl_imm_s(a, c - 1);
+                        (self.mask_to(r, size), self.mask_to(p, size), CcOp::Shl, None)
+                    }
+                    M::Shr => (self.b.ins().ushr_imm_s(a, c), self.b.ins().ushr_imm_s(a, c - 1), CcOp::Shr, Some(a)),
+                    _ => {
+                        let sa = self.sext(a, size);
+                        let r = self.b.ins().sshr_imm_s(sa, c.min(63));
+                        let p = self.b.ins().sshr_imm_s(sa, (c - 1).min(63));
+                        (self.mask_to(r, size), p, CcOp::Sar, None)
+                    }
+                };
+                self.write_dst(i, la, size, r);
+                self.set_cc(op, size, r, pre, src2, None);
+                Some(Flow::Next)
+            }
+            M::Imul if i.op_count() >= 2 => {
+                if !i.op0_register().is_gpr() || !Self::ok_src(i, 1) {
+                    return None;
+                }
+                let size = Self::op_size(i, 0);
+                let (a, b) = if i.op_count() == 2 {
+                    let a = self.get_reg(i.op0_register());
+                    (a, self.read_op(i, 1, size))
+                } else {
+                    let a = self.read_op(i, 1, size);
+                    (a, self.iconst(i.immediate(2) & mask(size)))
+                };
+                let (lo, ovf) = if size == 8 {
+                    let lo = self.b.ins().imul(a, b);
+                    let hi = self.b.ins().smulhi(a, b);
+                    let s = self.b.ins().sshr_imm_s(lo, 63);
+                    (lo, self.b.ins().icmp(IntCC::NotEqual, hi, s))
+                } else {
+                    let sa = self.sext(a, size);
+                    let sb = self.sext(b, size);
+                    let p = self.b.ins().imul(sa, sb);
+                    let lo = self.mask_to(p, size);
+                    let back = self.sext(lo, size);
+                    (lo, self.b.ins().icmp(IntCC::NotEqual, p, back))
+                };
+                let ovf = self.b.ins().uextend(I64, ovf);
+                self.set_reg(i.op0_register(), lo);
+                self.set_cc(CcOp::Mul, size, lo, ovf, None, None);
+                Some(Flow::Next)
+            }
+            M::Push => {
+                if i.stack_pointer_increment() != -8 {
+                    return None;
+                }
+                let v = match i.op0_kind() {
+                    OpKind::Register if i.op0_register().is_gpr64() => self.get_reg(i.op0_register()),
+                    OpKind::Immediate8to64 | OpKind::Immediate32to64 => self.iconst(i.immediate(0)),
+                    _ => return None,
+                };
+                let sp = self.full(4);
+                let nsp = self.b.ins().iadd_imm_s(sp, -8);
+                self.store(nsp, 8, v, true);
+                self.set_full(4, nsp);
+                Some(Flow::Next)
+            }
+            M::Pop => {
+                if i.stack_pointer_increment() != 8 || i.op0_kind() != OpKind::Register || !i.op0_register().is_gpr64() {
+                    return None;
+                }
+                let sp = self.full(4);
+                let v = self.load(sp, 8, true);
+                let nsp = self.b.ins().iadd_imm_s(sp, 8);
+                self.set_full(4, nsp);
+                self.set_reg(i.op0_register(), v);
+                Some(Flow::Next)
+            }
+            M::Leave if i.code() == iced_x86::Code::Leaveq => {
+                let bp = self.full(5);
+                let v = self.load(bp, 8, true);
+                let nsp = self.b.ins().iadd_imm_s(bp, 8);
+                self.set_full(4, nsp);
+                self.set_full(5, v);
+                Some(Flow::Next)
+            }
+            M::Jmp => match i.op0_kind() {
+                OpKind::NearBranch64 => {
+                    let t = Self::branch_target(i)?;
+                    Some(Flow::Jump { cond: None, taken: t, next: 0 })
+                }
+                OpKind::Register | OpKind::Memory if Self::op_size(i, 0) == 8 && (i.op0_kind() == OpKind::Memory || i.op0_register().is_gpr64()) => {
+                    let t = self.read_op(i, 0, 8);
+                    self.check_canonical(t);
+                    Some(Flow::Indirect(t))
+                }
+                _ => None,
+            },
+            M::Call => {
+                if i.stack_pointer_increment() != -8 {
+                    return None;
+                }
+                let target = match i.op0_kind() {
+                    OpKind::NearBranch64 => Ok(Self::branch_target(i)?),
+                    OpKind::Register | OpKind::Memory if Self::op_size(i, 0) == 8 && (i.op0_kind() == OpKind::Memory || i.op0_register().is_gpr64()) => {
+                        let t = self.read_op(i, 0, 8);
+                        self.check_canonical(t);
+                        Err(t)
+                    }
+                    _ => return None,
+                };
+                let sp = self.full(4);
+                let nsp = self.b.ins().iadd_imm_s(sp, -8);
+                let ret = self.iconst(i.next_ip());
+                self.store(nsp, 8, ret, true);
+                self.set_full(4, nsp);
+                Some(match target {
+                    Ok(t) => Flow::Jump { cond: None, taken: t, next: 0 },
+                    Err(t) => Flow::Indirect(t),
+                })
+            }
+            M::Ret => {
+                if i.code() != iced_x86::Code::Retnq && i.code() != iced_x86::Code::Retnq_imm16 {
+                    return None;
+                }
+                let extra = if i.op_count() > 0 { i.immediate(0) } else { 0 };
+                let sp = self.full(4);
+                let t = self.load(sp, 8, true);
+                self.check_canonical(t);
+                let nsp = self.b.ins().iadd_imm_s(sp, 8 + extra as i64);
+                self.set_full(4, nsp);
+                Some(Flow::Indirect(t))
+            }
+            M::Cmovo | M::Cmovno | M::Cmovb | M::Cmovae | M::Cmove | M::Cmovne | M::Cmovbe | M::Cmova | M::Cmovs
+            | M::Cmovns | M::Cmovp | M::Cmovnp | M::Cmovl | M::Cmovge | M::Cmovle | M::Cmovg => {
+                if !i.op0_register().is_gpr() || !Self::ok_src(i, 1) {
+                    return None;
+                }
+                let size = Self::op_size(i, 0);
+                let v = self.read_op(i, 1, size);
+                let c = self.cond(i.condition_code() as u8 - 1);
+                let old = self.get_reg(i.op0_register());
+                let r = self.b.ins().select(c, v, old);
+                self.set_reg(i.op0_register(), r);
+                Some(Flow::Next)
+            }
+            M::Seto | M::Setno | M::Setb | M::Setae | M::Sete | M::Setne | M::Setbe | M::Seta | M::Sets | M::Setns
+            | M::Setp | M::Setnp | M::Setl | M::Setge | M::Setle | M::Setg => {
+                if !Self::ok_dst(i) {
+                    return None;
+                }
+                let c = self.cond(i.condition_code() as u8 - 1);
+                let v = self.b.ins().uextend(I64, c);
+                let la = (i.op0_kind() == OpKind::Memory).then(|| self.lin(i));
+                self.write_dst(i, la, 1, v);
+                Some(Flow::Next)
+            }
+            M::Xchg if i.op0_kind() == OpKind::Register && i.op1_kind() == OpKind::Register => {
+                let (r0, r1) = (i.op0_register(), i.op1_register());
+                if !r0.is_gpr() || !r1.is_gpr() {
+                    return None;
+                }
+                let a = self.get_reg(r0);
+                let b = self.get_reg(r1);
+                self.set_reg(r1, a);
+                self.set_reg(r0, b);
+                Some(Flow::Next)
+            }
+            M::Nop | M::Pause | M::Endbr64 | M::Endbr32 | M::Lfence | M::Mfence | M::Sfence | M::Prefetchnta
+            | M::Prefetcht0 | M::Prefetcht1 | M::Prefetcht2 | M::Prefetchw => Some(Flow::Next),
+            M::Cdqe | M::Cwde => {
+                let (from, to) = if m == M::Cdqe { (4, 8) } else { (2, 4) };
+                let v = self.full(0);
+                let v = self.sext(v, from);
+                let v = self.mask_to(v, to);
+                let reg = if to == 8 { Register::RAX } else { Register::EAX };
+                self.set_reg(reg, v);
+                Some(Flow::Next)
+            }
+            M::Cdq | M::Cqo => {
+                let size = if m == M::Cdq { 4 } else { 8 };
+                let v = self.full(0);
+                let s = self.sext(v, size);
+                let h = self.b.ins().sshr_imm_s(s, 63);
+                self.set_reg(if size == 4 { Register::EDX } else { Register::RDX }, h);
+                Some(Flow::Next)
+            }
+            _ => None,
+        }
+    }
+}
