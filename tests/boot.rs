@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use heron_machine::{Firmware, Machine, MachineConfig, NoInput, RunLimits, RunOutcome};
+use heron_machine::{Engine, Firmware, Machine, MachineConfig, NoInput, RunLimits, RunOutcome};
 
 mod common;
 use common::guests;
 
 /// Boot with `cmdline`, return (outcome, serial output).
-fn boot(cmdline: &str) -> Option<(RunOutcome, String)> {
+fn boot(cmdline: &str, engine: Engine) -> Option<(RunOutcome, String)> {
     let g = guests()?;
     let cfg = MachineConfig {
         memory: 256 << 20,
@@ -24,7 +24,7 @@ fn boot(cmdline: &str) -> Option<(RunOutcome, String)> {
         nic: heron_net::NicSpec::None, devices: Vec::new(),
         no_reboot: true,
         rtc_start: 1_700_000_000,
-        engine: Default::default(),
+        engine,
     };
     let mut m = Machine::new(cfg).expect("machine");
     let mut out = Vec::new();
@@ -35,11 +35,27 @@ fn boot(cmdline: &str) -> Option<(RunOutcome, String)> {
 
 #[test]
 fn kit_boot_passes_and_is_deterministic() {
-    let Some((outcome, out)) = boot("console=ttyS0 kit=boot") else { return };
+    let Some((outcome, out)) = boot("console=ttyS0 kit=boot", Engine::Jit) else { return };
     assert!(out.contains("KIT-READY"), "no KIT-READY; outcome {outcome:?}; output:\n{out}");
     assert!(out.contains("KIT-PASS"), "no KIT-PASS; outcome {outcome:?}; output:\n{out}");
     assert_eq!(outcome, RunOutcome::PowerOff, "output:\n{out}");
-    // Same command, same bytes (virtual time, DESIGN.md §8).
-    let (_, out2) = boot("console=ttyS0 kit=boot").unwrap();
+    // Same command, same bytes (virtual time, DESIGN.md §8) — and the same with the
+    // interpreter alone: tier 1 retires the same instructions at the same virtual times.
+    let (_, out2) = boot("console=ttyS0 kit=boot", Engine::Jit).unwrap();
     assert_eq!(out, out2, "two runs gave different serial output");
+    let (outcome3, out3) = boot("console=ttyS0 kit=boot", Engine::Interp).unwrap();
+    assert_eq!(outcome3, RunOutcome::PowerOff);
+    assert_eq!(out, out3, "the JIT and the interpreter gave different serial output");
+}
+
+/// Lockstep check (DESIGN.md testing layer 3): every translated block also runs in the
+/// interpreter; the boot must reach KIT-PASS without a single divergence.
+#[test]
+fn kit_boot_jit_lockstep_with_interpreter() {
+    let Some((outcome, out)) = boot("console=ttyS0 kit=boot", Engine::Lockstep) else { return };
+    if let RunOutcome::Divergence(report) = &outcome {
+        panic!("{report}");
+    }
+    assert!(out.contains("KIT-PASS"), "no KIT-PASS; outcome {outcome:?}; output:\n{out}");
+    assert_eq!(outcome, RunOutcome::PowerOff);
 }

@@ -16,7 +16,7 @@ use std::mem::{offset_of, size_of};
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64, I8};
-use cranelift_codegen::ir::{Block, InstBuilder, MemFlagsData, SigRef, Value};
+use cranelift_codegen::ir::{Block, BlockArg, InstBuilder, MemFlagsData, SigRef, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use heron_cpu::state::{sreg, CcOp, CpuState, Segment};
 use heron_cpu::tier1::{
@@ -77,11 +77,10 @@ pub(crate) struct Lifter<'a, 'f> {
     pub env: Value,
     pub state: Value,
     pub sigs: Sigs,
-    regs: [Variable; 16],
-    /// Registers the region reads or writes (held in variables), and those it may write
-    /// (written back at every exit).
-    rset: u16,
-    wset: u16,
+    /// Guest registers already read or written in the current block (mainline values): the
+    /// state is written through at every register write, so exits need no write-back and
+    /// register values need not stay live across the translation.
+    cache: [Option<Value>; 16],
     cc: Cc,
     ccv: CcVars,
     /// `icount` at the start of the current region block, and its variable.
@@ -97,8 +96,12 @@ pub(crate) struct Lifter<'a, 'f> {
     end_used: bool,
     /// Scratch variable joining a memory access's fast and slow paths.
     tmp: Variable,
-    /// The current instruction's fault exit, made at its first slow path.
-    fault: Option<Block>,
+    /// The shared exits: normal (params RIP, icount, link slot) with the flags in variables /
+    /// in the state, fault (param RIP) likewise; and which were used.
+    exits: [Block; 4],
+    used_exits: [bool; 4],
+    /// A link slot that is never linked, for exits without one.
+    null_slot: u64,
     cur: Instruction,
     /// Guest instructions lifted (the rest went to `helper_exec`).
     pub lifted: u64,
@@ -145,32 +148,6 @@ fn tlb_off(user: bool, kind: TlbKind) -> i32 {
     (offset_of!(CpuState, tlb) + offset_of!(Tlb, tables) + table) as i32
 }
 
-/// (registers used, registers written) by `insns`, as bit sets of the 16 GPR numbers.
-fn reg_sets<'i>(insns: impl Iterator<Item = &'i Instruction>) -> (u16, u16) {
-    let mut f = iced_x86::InstructionInfoFactory::new();
-    let (mut r, mut w) = (0u16, 0u16);
-    for i in insns {
-        for u in f.info(i).used_registers() {
-            let reg = u.register();
-            if !reg.is_gpr() {
-                continue;
-            }
-            let bit = 1u16 << reg.full_register().number();
-            r |= bit;
-            if !matches!(u.access(), iced_x86::OpAccess::Read) {
-                w |= bit;
-            }
-        }
-        // Memory operands' base and index registers.
-        for reg in [i.memory_base(), i.memory_index()] {
-            if reg.is_gpr() {
-                r |= 1 << reg.full_register().number();
-            }
-        }
-    }
-    (r | w, w)
-}
-
 impl<'a, 'f> Lifter<'a, 'f> {
     /// Start a function whose entry block has `env` and `state` as parameters.
     pub fn new(
@@ -180,22 +157,28 @@ impl<'a, 'f> Lifter<'a, 'f> {
         sigs: Sigs,
         user: bool,
         links: Option<(&'a mut crate::LinkTable, u64)>,
+        null_slot: u64,
     ) -> Self {
-        let regs = std::array::from_fn(|_| b.declare_var(I64));
         let end = b.declare_var(I32);
         let tmp = b.declare_var(I64);
         let ic = b.declare_var(I64);
         let until = b.declare_var(I64);
         let ccv = CcVars { op: b.declare_var(I32), size: b.declare_var(I32), dst: b.declare_var(I64), src: b.declare_var(I64), src2: b.declare_var(I64) };
         let icount0 = b.ins().iconst(I64, 0);
+        let exits = std::array::from_fn(|n| {
+            let blk = b.create_block();
+            b.set_cold_block(blk);
+            for _ in 0..if n < 2 { 3 } else { 1 } {
+                b.append_block_param(blk, I64);
+            }
+            blk
+        });
         Lifter {
             b,
             env,
             state,
             sigs,
-            regs,
-            rset: 0,
-            wset: 0,
+            cache: [None; 16],
             cc: Cc::Mem,
             ccv,
             icount0,
@@ -206,7 +189,9 @@ impl<'a, 'f> Lifter<'a, 'f> {
             end,
             end_used: false,
             tmp,
-            fault: None,
+            exits,
+            used_exits: [false; 4],
+            null_slot,
             cur: Instruction::default(),
             lifted: 0,
             links,
@@ -217,32 +202,20 @@ impl<'a, 'f> Lifter<'a, 'f> {
 
     // ---- state ----
 
-    fn load_regs(&mut self) {
-        for n in 0..16 {
-            if self.rset & (1 << n) != 0 {
-                let v = self.b.ins().load(I64, TRUSTED, self.state, reg_off(n));
-                self.b.def_var(self.regs[n], v);
-            }
-        }
-    }
-
     fn full(&mut self, n: usize) -> Value {
-        if self.rset & (1 << n) == 0 {
-            // Not seen by the register scan: never written here, so the state holds it.
-            return self.b.ins().load(I64, TRUSTED, self.state, reg_off(n));
+        if let Some(v) = self.cache[n] {
+            return v;
         }
-        self.b.use_var(self.regs[n])
+        let v = self.b.ins().load(I64, TRUSTED, self.state, reg_off(n));
+        self.cache[n] = Some(v);
+        v
     }
 
+    /// Write register `n` (through to the state: an instruction writes registers only after
+    /// its last memory access, so a fault still sees the state before it).
     fn set_full(&mut self, n: usize, v: Value) {
-        if self.wset & (1 << n) == 0 {
-            // Not seen by the register scan: write through.
-            self.b.ins().store(TRUSTED, v, self.state, reg_off(n));
-            if self.rset & (1 << n) == 0 {
-                return;
-            }
-        }
-        self.b.def_var(self.regs[n], v);
+        self.b.ins().store(TRUSTED, v, self.state, reg_off(n));
+        self.cache[n] = Some(v);
     }
 
     fn iconst(&mut self, v: u64) -> Value {
@@ -368,15 +341,9 @@ impl<'a, 'f> Lifter<'a, 'f> {
         }
     }
 
-    /// Write back the registers the region may have changed and the lazy flags (the
-    /// compile-time tracking is unchanged: used on side exits as well as before helpers).
+    /// Write back the lazy flags (the compile-time tracking is unchanged: used on side exits
+    /// as well as before helpers). Registers are always written through.
     fn writeback(&mut self) {
-        for n in 0..16 {
-            if self.wset & (1 << n) != 0 {
-                let v = self.b.use_var(self.regs[n]);
-                self.b.ins().store(TRUSTED, v, self.state, reg_off(n));
-            }
-        }
         let cc = self.cc;
         self.store_cc();
         self.cc = cc;
@@ -388,21 +355,22 @@ impl<'a, 'f> Lifter<'a, 'f> {
     }
 
     /// Leave the translation after `retired` instructions of the current block with RIP =
-    /// `rip` (state written back), through link slot `slot` if given: return what it holds
-    /// (the next translation or 0).
+    /// `rip`, through link slot `slot` if given (the shared exit returns what it holds: the
+    /// next translation or 0).
     fn exit(&mut self, rip: Value, retired: u64, slot: Option<u64>) {
-        self.writeback();
-        self.b.ins().store(TRUSTED, rip, self.state, offset_of!(CpuState, rip) as i32);
-        self.store_icount(retired);
-        let r = match slot {
-            Some(slot) => {
-                let slot = self.iconst(slot);
-                self.b.ins().store(TRUSTED, slot, self.env, JitEnv::LAST_SLOT_OFFSET);
-                self.b.ins().load(I64, TRUSTED, slot, offset_of!(LinkSlot, target) as i32)
-            }
-            None => self.b.ins().iconst(I64, 0),
+        let ic = self.b.ins().iadd_imm_s(self.icount0, retired as i64);
+        let slot = self.iconst(slot.unwrap_or(self.null_slot));
+        let saved = self.cc;
+        let target = if matches!(self.cc, Cc::Mem) {
+            self.used_exits[1] = true;
+            self.exits[1]
+        } else {
+            self.cc_to_vars();
+            self.used_exits[0] = true;
+            self.exits[0]
         };
-        self.b.ins().return_(&[r]);
+        self.cc = saved;
+        self.b.ins().jump(target, &[BlockArg::Value(rip), BlockArg::Value(ic), BlockArg::Value(slot)]);
     }
 
     /// Continue at guest address `target` after `retired` instructions of the current block:
@@ -436,25 +404,56 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.b.ins().jump(blk, &[]);
     }
 
-    /// The fault exit of the current instruction: registers as before it, RIP on it.
-    fn fault_block(&mut self) -> Block {
-        if let Some(f) = self.fault {
-            return f;
+    /// Jump (or branch when `cond`, else go on to a new block) to the shared fault exit:
+    /// registers and flags as before the current instruction, RIP on it; `icount` is
+    /// already stored.
+    fn to_fault_exit(&mut self, cond: Option<Value>) {
+        let saved = self.cc;
+        let target = if matches!(self.cc, Cc::Mem) {
+            self.used_exits[3] = true;
+            self.exits[3]
+        } else {
+            self.cc_to_vars();
+            self.used_exits[2] = true;
+            self.exits[2]
+        };
+        self.cc = saved;
+        let ip = self.iconst(self.cur.ip());
+        let args = [BlockArg::Value(ip)];
+        match cond {
+            Some(c) => {
+                let ok = self.b.create_block();
+                self.b.set_cold_block(ok);
+                self.b.ins().brif(c, target, &args, ok, &[]);
+                self.b.switch_to_block(ok);
+            }
+            None => {
+                self.b.ins().jump(target, &args);
+            }
         }
-        let f = self.b.create_block();
-        self.b.set_cold_block(f);
-        self.fault = Some(f);
-        f
     }
 
-    /// Emit the body of the fault exit (after the current block has been terminated).
-    fn emit_fault_body(&mut self, f: Block) {
-        self.b.switch_to_block(f);
-        self.writeback();
-        let ip = self.iconst(self.cur.ip());
-        self.b.ins().store(TRUSTED, ip, self.state, offset_of!(CpuState, rip) as i32);
-        let z = self.b.ins().iconst(I64, 0);
-        self.b.ins().return_(&[z]);
+    /// Emit the bodies of the shared exits that were used (at the end: the frontend finds
+    /// each variable's value on every incoming edge).
+    fn finish_exits(&mut self) {
+        for (n, &blk) in self.exits.clone().iter().enumerate() {
+            if !self.used_exits[n] {
+                continue;
+            }
+            self.b.switch_to_block(blk);
+            self.cc = if n % 2 == 0 { Cc::Vars } else { Cc::Mem };
+            let params = self.b.block_params(blk).to_vec();
+            self.writeback();
+            self.b.ins().store(TRUSTED, params[0], self.state, offset_of!(CpuState, rip) as i32);
+            let r = if n < 2 {
+                self.b.ins().store(TRUSTED, params[1], self.state, offset_of!(CpuState, icount) as i32);
+                self.b.ins().store(TRUSTED, params[2], self.env, JitEnv::LAST_SLOT_OFFSET);
+                self.b.ins().load(I64, TRUSTED, params[2], offset_of!(LinkSlot, target) as i32)
+            } else {
+                self.b.ins().iconst(I64, 0)
+            };
+            self.b.ins().return_(&[r]);
+        }
     }
 
     // ---- memory ----
@@ -477,15 +476,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
     fn status_check(&mut self, join: Block) {
         let st = self.b.ins().load(I32, TRUSTED, self.env, JitEnv::STATUS_OFFSET);
         let is_fault = self.b.ins().icmp_imm_s(IntCC::Equal, st, STATUS_FAULT as i64);
-        let f = self.fault_block();
-        let emitted = self.b.func.layout.is_block_inserted(f);
-        let ok = self.b.create_block();
-        self.b.set_cold_block(ok);
-        self.b.ins().brif(is_fault, f, &[], ok, &[]);
-        if !emitted {
-            self.emit_fault_body(f);
-        }
-        self.b.switch_to_block(ok);
+        self.to_fault_exit(Some(is_fault));
         let e = self.b.use_var(self.end);
         let e = self.b.ins().bor(e, st);
         self.b.def_var(self.end, e);
@@ -584,12 +575,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         let v = self.b.ins().iconst(I32, vector as i64);
         let c = self.b.ins().iconst(I32, code.map_or(-1, |c| c as i64));
         self.b.ins().call_indirect(self.sigs.raise, f, &[self.env, v, c]);
-        let fb = self.fault_block();
-        let emitted = self.b.func.layout.is_block_inserted(fb);
-        self.b.ins().jump(fb, &[]);
-        if !emitted {
-            self.emit_fault_body(fb);
-        }
+        self.to_fault_exit(None);
         self.b.switch_to_block(cont);
     }
 
@@ -799,13 +785,11 @@ impl<'a, 'f> Lifter<'a, 'f> {
     /// Lift a region (`blocks[0]` is the entry; the instructions' addresses stay valid as long
     /// as the translation) and close the function.
     pub fn lift_region(&mut self, blocks: &[&[Instruction]]) {
-        (self.rset, self.wset) = reg_sets(blocks.iter().flat_map(|b| b.iter()));
         let entry_ip = blocks[0][0].ip();
         let ir: Vec<Block> = blocks.iter().map(|_| self.b.create_block()).collect();
         for (blk, insns) in ir.iter().zip(blocks) {
             self.targets.insert(insns[0].ip(), *blk);
         }
-        self.load_regs();
         let zero = self.b.ins().iconst(I32, 0);
         self.b.def_var(self.end, zero);
         let ic = self.b.ins().load(I64, TRUSTED, self.state, offset_of!(CpuState, icount) as i32);
@@ -826,8 +810,10 @@ impl<'a, 'f> Lifter<'a, 'f> {
             self.b.switch_to_block(ir[j]);
             self.cc = if j == 0 && !loops_to_entry { Cc::Mem } else { Cc::Vars };
             self.icount0 = self.b.use_var(self.ic);
+            self.cache = [None; 16];
             self.lift_block(insns);
         }
+        self.finish_exits();
     }
 
     /// Lift one block of the region, ending in exits or branches to other region blocks.
@@ -839,7 +825,6 @@ impl<'a, 'f> Lifter<'a, 'f> {
         for (k, i) in insns.iter().enumerate() {
             self.k = k as u64;
             self.cur = *i;
-            self.fault = None;
             self.end_used = false;
             let last = k + 1 == n;
             let retired = k as u64 + 1;
@@ -913,7 +898,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.b.ins().return_(&[z]);
         self.b.switch_to_block(cont);
         // The instruction may have changed any register or the flags.
-        self.load_regs();
+        self.cache = [None; 16];
         self.cc = Cc::Mem;
     }
 
