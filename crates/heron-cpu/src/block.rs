@@ -319,32 +319,34 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
         };
         ctx.end_block = false;
         ctx.smc = false;
-        if let Some(t) = caches.tier1.take() {
-            let f = if ctx.tracer.is_none() && !ctx.s.irq_inhibit { enter_tier1(ctx, caches, &mut *t, stats, &block) } else { None };
-            caches.tier1 = Some(t);
-            {
-                if let Some(f) = f {
-                    // A flush since the link was taken emptied its slot table.
-                    if !link.is_null() && link_epoch == stats.cache_flushes && block.pages[0] == block.pages[1] {
-                        // SAFETY: `link` came from a translation still in the code cache (a
-                        // flush clears it); linking is only allowed within one page.
-                        unsafe {
-                            if (*link).page == block.pages[0] {
-                                (*link).target = f as usize as u64;
-                            }
-                        }
+        let tier1 = match caches.tier1.take() {
+            Some(t) => {
+                let f = if ctx.tracer.is_none() && !ctx.s.irq_inhibit { enter_tier1(ctx, caches, &mut *t, stats, &block) } else { None };
+                caches.tier1 = Some(t);
+                f
+            }
+            None => None,
+        };
+        if let Some(f) = tier1 {
+            // A flush since the link was taken emptied its slot table.
+            if !link.is_null() && link_epoch == stats.cache_flushes && block.pages[0] == block.pages[1] {
+                // SAFETY: `link` came from a translation still in the code cache (a flush
+                // clears it); linking is only allowed within one page.
+                unsafe {
+                    if (*link).page == block.pages[0] {
+                        (*link).target = f as usize as u64;
                     }
-                    let r = match caches.lockstep.as_mut() {
-                        Some((before, interp)) => lockstep_block(ctx, stats, &block, f, before, interp).map(|()| std::ptr::null_mut()),
-                        None => run_tier1(ctx, stats, f, until),
-                    };
-                    match r {
-                        Ok(l) => (link, link_epoch) = (l, stats.cache_flushes),
-                        Err(r) => return r,
-                    }
-                    continue;
                 }
             }
+            let r = match caches.lockstep.as_mut() {
+                Some((before, interp)) => lockstep_block(ctx, stats, &block, f, before, interp).map(|()| std::ptr::null_mut()),
+                None => run_tier1(ctx, stats, f, until),
+            };
+            match r {
+                Ok(l) => (link, link_epoch) = (l, stats.cache_flushes),
+                Err(r) => return r,
+            }
+            continue;
         }
         link = std::ptr::null_mut();
         if let Err(r) = interpret_block(ctx, stats, &block) {

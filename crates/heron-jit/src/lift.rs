@@ -407,7 +407,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
     /// Jump (or branch when `cond`, else go on to a new block) to the shared fault exit:
     /// registers and flags as before the current instruction, RIP on it; `icount` is
     /// already stored.
-    fn to_fault_exit(&mut self, cond: Option<Value>) {
+    fn branch_to_fault_exit(&mut self, cond: Option<Value>) {
         let saved = self.cc;
         let target = if matches!(self.cc, Cc::Mem) {
             self.used_exits[3] = true;
@@ -476,7 +476,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
     fn status_check(&mut self, join: Block) {
         let st = self.b.ins().load(I32, TRUSTED, self.env, JitEnv::STATUS_OFFSET);
         let is_fault = self.b.ins().icmp_imm_s(IntCC::Equal, st, STATUS_FAULT as i64);
-        self.to_fault_exit(Some(is_fault));
+        self.branch_to_fault_exit(Some(is_fault));
         let e = self.b.use_var(self.end);
         let e = self.b.ins().bor(e, st);
         self.b.def_var(self.end, e);
@@ -575,7 +575,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         let v = self.b.ins().iconst(I32, vector as i64);
         let c = self.b.ins().iconst(I32, code.map_or(-1, |c| c as i64));
         self.b.ins().call_indirect(self.sigs.raise, f, &[self.env, v, c]);
-        self.to_fault_exit(None);
+        self.branch_to_fault_exit(None);
         self.b.switch_to_block(cont);
     }
 
