@@ -360,17 +360,24 @@ impl<'a, 'f> Lifter<'a, 'f> {
     fn exit(&mut self, rip: Value, retired: u64, slot: Option<u64>) {
         let ic = self.b.ins().iadd_imm_s(self.icount0, retired as i64);
         let slot = self.iconst(slot.unwrap_or(self.null_slot));
-        let saved = self.cc;
-        let target = if matches!(self.cc, Cc::Mem) {
-            self.used_exits[1] = true;
-            self.exits[1]
-        } else {
-            self.cc_to_vars();
-            self.used_exits[0] = true;
-            self.exits[0]
-        };
-        self.cc = saved;
+        let target = self.shared_exit(0);
         self.b.ins().jump(target, &[BlockArg::Value(rip), BlockArg::Value(ic), BlockArg::Value(slot)]);
+    }
+
+    /// Shared exit `base` (0: normal, 2: fault) in its variant for where the flags are now:
+    /// in variables (defined here from known values, without changing the tracking of the
+    /// code that goes on) or in the state (`base + 1`).
+    fn shared_exit(&mut self, base: usize) -> Block {
+        let n = if matches!(self.cc, Cc::Mem) {
+            base + 1
+        } else {
+            let saved = self.cc;
+            self.cc_to_vars();
+            self.cc = saved;
+            base
+        };
+        self.used_exits[n] = true;
+        self.exits[n]
     }
 
     /// Continue at guest address `target` after `retired` instructions of the current block:
@@ -408,16 +415,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
     /// registers and flags as before the current instruction, RIP on it; `icount` is
     /// already stored.
     fn branch_to_fault_exit(&mut self, cond: Option<Value>) {
-        let saved = self.cc;
-        let target = if matches!(self.cc, Cc::Mem) {
-            self.used_exits[3] = true;
-            self.exits[3]
-        } else {
-            self.cc_to_vars();
-            self.used_exits[2] = true;
-            self.exits[2]
-        };
-        self.cc = saved;
+        let target = self.shared_exit(2);
         let ip = self.iconst(self.cur.ip());
         let args = [BlockArg::Value(ip)];
         match cond {
@@ -489,19 +487,29 @@ impl<'a, 'f> Lifter<'a, 'f> {
     }
 
     /// Load `size` bytes at linear `la`, zero-extended.
-    fn load(&mut self, la: Value, size: u32, stack: bool) -> Value {
+    /// The inline TLB probe for an access of `size` bytes at `la`: branches to a new fast
+    /// block (where the builder is left, with the host address returned) on a hit of an
+    /// aligned access, else to the returned cold slow block; both go on at the returned join.
+    fn tlb_probe(&mut self, la: Value, size: u32, kind: TlbKind, inline: bool) -> (Value, Block, Block) {
         let slot = self.tlb_slot(la);
-        let off = tlb_off(self.user, TlbKind::Read);
-        let tag = self.b.ins().load(I64, TRUSTED, slot, off);
-        let masked = self.b.ins().band_imm_s(la, (!0xFFFu64 | (size as u64 - 1)) as i64);
-        let hit = self.b.ins().icmp(IntCC::Equal, masked, tag);
+        let off = tlb_off(self.user, kind);
+        let hit = if inline {
+            let tag = self.b.ins().load(I64, TRUSTED, slot, off);
+            let masked = self.b.ins().band_imm_s(la, (!0xFFFu64 | (size as u64 - 1)) as i64);
+            self.b.ins().icmp(IntCC::Equal, masked, tag)
+        } else {
+            self.b.ins().iconst(I8, 0)
+        };
         let (fast, slow, join) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
         self.b.set_cold_block(slow);
         self.b.ins().brif(hit, fast, &[], slow, &[]);
-
         self.b.switch_to_block(fast);
         let addend = self.b.ins().load(I64, TRUSTED, slot, off + offset_of!(TlbEntry, addend) as i32);
-        let host = self.b.ins().iadd(la, addend);
+        (self.b.ins().iadd(la, addend), slow, join)
+    }
+
+    fn load(&mut self, la: Value, size: u32, stack: bool) -> Value {
+        let (host, slow, join) = self.tlb_probe(la, size, TlbKind::Read, true);
         let fl = MemFlagsData::new().with_notrap();
         let v = match size {
             1 => self.b.ins().uload8(I64, fl, host, 0),
@@ -528,22 +536,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
 
     /// Store the low `size` bytes of `v` at linear `la`.
     fn store(&mut self, la: Value, size: u32, v: Value, stack: bool) {
-        let slot = self.tlb_slot(la);
-        let off = tlb_off(self.user, TlbKind::Write);
-        let hit = if self.inline_stores {
-            let tag = self.b.ins().load(I64, TRUSTED, slot, off);
-            let masked = self.b.ins().band_imm_s(la, (!0xFFFu64 | (size as u64 - 1)) as i64);
-            self.b.ins().icmp(IntCC::Equal, masked, tag)
-        } else {
-            self.b.ins().iconst(I8, 0)
-        };
-        let (fast, slow, join) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
-        self.b.set_cold_block(slow);
-        self.b.ins().brif(hit, fast, &[], slow, &[]);
-
-        self.b.switch_to_block(fast);
-        let addend = self.b.ins().load(I64, TRUSTED, slot, off + offset_of!(TlbEntry, addend) as i32);
-        let host = self.b.ins().iadd(la, addend);
+        let (host, slow, join) = self.tlb_probe(la, size, TlbKind::Write, self.inline_stores);
         let gm = MemFlagsData::new().with_notrap();
         match size {
             1 => self.b.ins().istore8(gm, v, host, 0),
