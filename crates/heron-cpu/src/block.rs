@@ -279,6 +279,19 @@ struct Caches<'a> {
     lockstep: Option<(&'a mut Box<CpuState>, &'a mut Box<CpuState>)>,
 }
 
+impl Caches<'_> {
+    /// Drop every decoded block, and the translations they lead to when the translator is
+    /// here (while it translates, its caller flushes it).
+    fn drop_blocks(&mut self, stats: &mut Stats) {
+        self.blocks.clear();
+        self.jmp.clear();
+        stats.cache_flushes += 1;
+        if let Some(t) = self.tier1.as_deref_mut() {
+            t.flush();
+        }
+    }
+}
+
 fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -> ExitReason {
     // The INTR line only changes when the machine runs (between calls) or on INTA: devices
     // are reached only through I/O, which ends this call.
@@ -535,10 +548,9 @@ fn enter_tier1(ctx: &mut Ctx, caches: &mut Caches, t: &mut dyn Translator, stats
     let tb = TbInfo { blocks: region.iter().map(|b| &b.insns[..]).collect(), bits: ctx.bits, cpl, page };
     let r = match t.translate(&tb) {
         Err(TranslateError::CacheFull) => {
-            // Every block may point into the code cache: drop them all, then start afresh.
-            caches.blocks.clear();
-            caches.jmp.clear();
-            stats.cache_flushes += 1;
+            // Every block may point into the code cache: drop them all, then start afresh
+            // (`t` is out of `caches` while it translates, so it is flushed here).
+            caches.drop_blocks(stats);
             t.flush();
             t.translate(&tb)
         }
@@ -688,7 +700,7 @@ fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc
             return Ok(b.clone());
         }
     }
-    let (blocks, fetch) = (&mut *caches.blocks, &mut *caches.fetch);
+    let fetch = &mut *caches.fetch;
     // Decode a new block from this page.
     ctx.fetch_page(la, fetch)?;
     let mut insns = Vec::with_capacity(16);
@@ -728,16 +740,11 @@ fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc
     if page2 != p1 {
         ctx.s.tlb.flush_writes_to(page2);
     }
-    if blocks.len() >= MAX_BLOCKS {
-        blocks.clear();
-        caches.jmp.clear();
-        stats.cache_flushes += 1;
-        if let Some(t) = caches.tier1.as_deref_mut() {
-            t.flush();
-        }
+    if caches.blocks.len() >= MAX_BLOCKS {
+        caches.drop_blocks(stats);
     }
     let b = Rc::new(Block { insns, pages: [p1, page2], gens: [g1, g2], hits: Cell::new(0), tier1: Cell::new(None) });
-    blocks.insert(key, b.clone());
+    caches.blocks.insert(key, b.clone());
     caches.jmp.keys[ji] = key;
     caches.jmp.blocks[ji] = Some(b.clone());
     Ok(b)

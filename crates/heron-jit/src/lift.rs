@@ -17,6 +17,7 @@ use std::mem::{offset_of, size_of};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64, I8};
 use cranelift_codegen::ir::{Block, BlockArg, InstBuilder, MemFlagsData, SigRef, Value};
+use cranelift_codegen::packed_option::ReservedValue;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use heron_cpu::state::{sreg, CcOp, CpuState, Segment};
 use heron_cpu::tier1::{
@@ -164,7 +165,8 @@ impl<'a, 'f> Lifter<'a, 'f> {
         let ic = b.declare_var(I64);
         let until = b.declare_var(I64);
         let ccv = CcVars { op: b.declare_var(I32), size: b.declare_var(I32), dst: b.declare_var(I64), src: b.declare_var(I64), src2: b.declare_var(I64) };
-        let icount0 = b.ins().iconst(I64, 0);
+        // Set at the start of each region block (`lift_region`).
+        let icount0 = Value::reserved_value();
         let exits = std::array::from_fn(|n| {
             let blk = b.create_block();
             b.set_cold_block(blk);
