@@ -10,7 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use heron_softmmu::{Bus, GuestRam, TlbKind};
-use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction};
+use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic};
 
 use crate::exec::Ctx;
 use crate::state::{rf, sreg, CpuState};
@@ -91,7 +91,7 @@ struct Block {
     insns: Vec<Instruction>,
     pages: [u64; 2],
     gens: [u32; 2],
-    /// Times tier 0 ran this block (counts up to [`TIER1_THRESHOLD`]).
+    /// Times tier 0 ran this block (counts up to the tier-1 threshold).
     hits: Cell<u32>,
     /// Its tier-1 translation and the CPL it was made for.
     tier1: Cell<Option<(Tier1Fn, u8)>>,
@@ -185,6 +185,8 @@ pub struct Cpu {
     pub translator: Option<Box<dyn Translator>>,
     /// Lockstep check mode (`--check-jit`), see [`Cpu::enable_lockstep`].
     lockstep: Option<Box<Lockstep>>,
+    /// Tier-0 runs of a block before tier 1 translates it, see [`Cpu::set_tier1_threshold`].
+    tier1_threshold: u32,
 }
 
 /// Scratch space of the lockstep check.
@@ -198,7 +200,15 @@ impl Cpu {
     /// A CPU in its RESET state over `ram`.
     pub fn new(ram: GuestRam) -> Self {
         let code = CodeMap::new(ram.size());
-        Cpu { s: CpuState::new(), ram, code, blocks: BlockMap::default(), jmp_cache: JmpCache::new(), fetch: Vec::with_capacity(4096 + 16), tracer: None, stats: Stats::default(), translator: None, lockstep: None }
+        Cpu { s: CpuState::new(), ram, code, blocks: BlockMap::default(), jmp_cache: JmpCache::new(), fetch: Vec::with_capacity(4096 + 16), tracer: None, stats: Stats::default(), translator: None, lockstep: None, tier1_threshold: TIER1_THRESHOLD }
+    }
+
+    /// How many times tier 0 runs a block before the translator (if any) translates it:
+    /// [`TIER1_THRESHOLD`] by default; 1 (or 0, taken as 1) translates every block the first
+    /// time it runs, so even code that runs once executes as tier-1 code (the conformance
+    /// tests use this to run each instruction case in tier 1).
+    pub fn set_tier1_threshold(&mut self, runs: u32) {
+        self.tier1_threshold = runs.max(1);
     }
 
     /// Lockstep check mode (DESIGN.md testing layer 3): each time a translation would run,
@@ -255,14 +265,14 @@ impl Cpu {
     /// Run until `icount` reaches `until` or something needs the machine (see [`ExitReason`]).
     pub fn run(&mut self, bus: &mut dyn Bus, until: u64) -> ExitReason {
         let ram_size = self.ram.size();
-        let Cpu { s, ram, code, blocks, jmp_cache, fetch, stats, tracer, translator, lockstep } = self;
+        let Cpu { s, ram, code, blocks, jmp_cache, fetch, stats, tracer, translator, lockstep, tier1_threshold } = self;
         let (wlog, snaps) = match lockstep.as_deref_mut() {
             Some(Lockstep { log, before, interp }) => (Some(log), Some((before, interp))),
             None => (None, None),
         };
         let bits = s.code_bits();
         let mut ctx = Ctx { s, ram, ram_size, code, bus, bits, smc: false, io_touched: false, end_block: false, stats_tlb_miss: 0, tracer: tracer.as_mut(), wlog };
-        let mut caches = Caches { blocks, jmp: jmp_cache, fetch, tier1: translator.as_deref_mut(), lockstep: snaps };
+        let mut caches = Caches { blocks, jmp: jmp_cache, fetch, tier1: translator.as_deref_mut(), lockstep: snaps, tier1_threshold: *tier1_threshold };
         let r = run_loop(&mut ctx, &mut caches, stats, until);
         stats.tlb_misses += ctx.stats_tlb_miss;
         r
@@ -277,6 +287,8 @@ struct Caches<'a> {
     tier1: Option<&'a mut (dyn Translator + 'static)>,
     /// Lockstep check mode: snapshots of the state before a block and after tier 0 ran it.
     lockstep: Option<(&'a mut Box<CpuState>, &'a mut Box<CpuState>)>,
+    /// Tier-0 runs before translation ([`Cpu::set_tier1_threshold`]).
+    tier1_threshold: u32,
 }
 
 impl Caches<'_> {
@@ -540,7 +552,7 @@ fn enter_tier1(ctx: &mut Ctx, caches: &mut Caches, t: &mut dyn Translator, stats
     }
     let hits = block.hits.get().saturating_add(1);
     block.hits.set(hits);
-    if hits != TIER1_THRESHOLD {
+    if hits != caches.tier1_threshold {
         return None;
     }
     let region = form_region(ctx, caches, stats, block);
@@ -603,7 +615,7 @@ fn successors(b: &Block) -> impl Iterator<Item = u64> {
     let last = b.insns.last().expect("blocks are never empty");
     let mut out = [None, None];
     match last.flow_control() {
-        FlowControl::Next => out[0] = Some(last.next_ip()),
+        FlowControl::Next if last.mnemonic() != Mnemonic::Hlt => out[0] = Some(last.next_ip()),
         FlowControl::ConditionalBranch if last.is_jcc_short_or_near() => {
             out = [Some(last.near_branch_target()), Some(last.next_ip())];
         }
@@ -727,7 +739,9 @@ fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc
                 break;
             }
             insns.push(ins);
-            if ins.flow_control() != FlowControl::Next || ins.is_invalid() {
+            // HLT ends the block too: what follows runs only after an interrupt, entered
+            // through the run loop (and would only cost tier 1 compile time).
+            if ins.flow_control() != FlowControl::Next || ins.is_invalid() || ins.mnemonic() == Mnemonic::Hlt {
                 break;
             }
         }

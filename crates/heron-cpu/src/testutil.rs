@@ -105,6 +105,22 @@ impl TestCpu {
         self.cpu.run(&mut NullBus, until)
     }
 
+    /// Like [`TestCpu::run`], but the TLB keeps its entries: only the blocks decoded from the
+    /// code's pages are invalidated (their translations become unreachable and go at the next
+    /// code-cache flush). Memory accesses to pages earlier runs touched then take the TLB fast
+    /// path, in tier 1 the inline one. Only valid while the page tables stay as `new` built
+    /// them.
+    pub fn run_keep_tlb(&mut self, code: &[u8], max_insns: u64) -> ExitReason {
+        let mut bytes = code.to_vec();
+        bytes.push(0xF4);
+        self.ram.write_bytes(CODE, &bytes).unwrap();
+        self.cpu.invalidate_code_range(CODE, bytes.len() as u64);
+        self.cpu.s.rip = CODE;
+        self.cpu.s.halted = false;
+        let until = self.cpu.s.icount + max_insns;
+        self.cpu.run(&mut NullBus, until)
+    }
+
     /// The exception vector whose handler the CPU halted in, if any.
     pub fn exception(&self) -> Option<u8> {
         let rip = self.cpu.s.rip;

@@ -3,7 +3,7 @@
 //! form (base, index·scale, disp8/disp32, SIB without base, absolute, RIP-relative, 32-bit
 //! address size via 0x67) lands on a chosen address in the data window.
 
-use super::native::{CODE, DATA};
+use super::native::{CODE, DATA, FX_LEN};
 
 /// Bytes of the data area loaded and compared for every case (it straddles the page boundary
 /// at `DATA + 0x1000`).
@@ -90,8 +90,39 @@ pub struct Case {
     pub data: Vec<u8>,
     /// Status flags the SDM leaves undefined for this case: not compared.
     pub undef: u64,
+    /// Initial x87/MMX/SSE state: an FXSAVE64 image (see [`fx`]).
+    pub fx: Box<[u8; FX_LEN]>,
+    /// FSW bits (x87 condition codes C0–C3) the SDM leaves undefined for this case.
+    pub fsw_undef: u16,
     /// Name of a fixed regression case.
     pub name: Option<&'static str>,
+}
+
+/// The FXSAVE64 image (Intel SDM Vol. 1 §10.5.1, Table 10-2): field offsets, and the reset
+/// state the cases start from.
+pub mod fx {
+    use super::FX_LEN;
+    pub const FCW: usize = 0;
+    pub const FSW: usize = 2;
+    /// Abridged tag word: bit p set when physical register Rp is not empty.
+    pub const FTW: usize = 4;
+    pub const MXCSR: usize = 24;
+    /// ST(i) (stack order, 10 bytes used of 16) at `ST + 16 * i`.
+    pub const ST: usize = 32;
+    /// XMMk at `XMM + 16 * k`.
+    pub const XMM: usize = 160;
+    /// FSW condition-code bits.
+    pub const C0: u16 = 1 << 8;
+    pub const C1: u16 = 1 << 9;
+    pub const C2: u16 = 1 << 10;
+    pub const C3: u16 = 1 << 14;
+    /// FNINIT state (FCW 0x037F, empty stack), MXCSR 0x1F80, zero registers.
+    pub fn reset() -> Box<[u8; FX_LEN]> {
+        let mut b = Box::new([0u8; FX_LEN]);
+        b[FCW..FCW + 2].copy_from_slice(&0x037Fu16.to_le_bytes());
+        b[MXCSR..MXCSR + 4].copy_from_slice(&0x1F80u32.to_le_bytes());
+        b
+    }
 }
 
 /// A memory operand: the address it must hit, or `Any` (LEA: no access, any values).
@@ -157,6 +188,8 @@ pub struct G {
     pub flags: u64,
     pub data: Vec<u8>,
     pub undef: u64,
+    pub fx: Box<[u8; FX_LEN]>,
+    pub fsw_undef: u16,
     pub code: Vec<u8>,
     /// Registers whose values the instruction's semantics need (counts, string pointers,
     /// dividend...): memory operands may use them only with their current value.
@@ -171,7 +204,7 @@ pub struct G {
 
 impl G {
     pub fn new(seed: u64) -> G {
-        G { rng: Rng::new(seed), regs: [0; 16], flags: 0, data: vec![0; WIN], undef: 0, code: Vec::new(), fixed: 0, low_regs: false, cross: false, seg_base: [0; 2] }
+        G { rng: Rng::new(seed), regs: [0; 16], flags: 0, data: vec![0; WIN], undef: 0, fx: fx::reset(), fsw_undef: 0, code: Vec::new(), fixed: 0, low_regs: false, cross: false, seg_base: [0; 2] }
     }
 
     /// Start a new case: random registers (RSP = `STACK`), flags and data.
@@ -195,6 +228,8 @@ impl G {
             self.data[k..k + 8].copy_from_slice(&v);
         }
         self.undef = 0;
+        self.fx = fx::reset();
+        self.fsw_undef = 0;
         self.code.clear();
         self.fixed = 1 << RSP;
         self.low_regs = false;
@@ -202,7 +237,7 @@ impl G {
     }
 
     pub fn finish(&mut self, class: usize) -> Case {
-        Case { class, code: self.code.clone(), regs: self.regs, flags: self.flags, data: self.data.clone(), undef: self.undef, name: None }
+        Case { class, code: self.code.clone(), regs: self.regs, flags: self.flags, data: self.data.clone(), undef: self.undef, fx: self.fx.clone(), fsw_undef: self.fsw_undef, name: None }
     }
 
     // ---- values ----

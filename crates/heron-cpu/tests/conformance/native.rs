@@ -1,5 +1,6 @@
-//! The host oracle: run instruction bytes natively with all 16 GPRs and RFLAGS loaded from a
-//! case, and capture all GPRs, RFLAGS and the data window afterwards.
+//! The host oracle: run instruction bytes natively with all 16 GPRs, RFLAGS and the x87/MMX/SSE
+//! state (an FXSAVE image: x87 registers and control/status/tag words, MXCSR, XMM0–15) loaded
+//! from a case, and capture all of them and the data window afterwards.
 //!
 //! Heron's `TestCpu` identity-maps its guest-physical addresses, so the host maps the same
 //! addresses (code at `CODE`, the data area at `DATA`) into this process with raw
@@ -8,9 +9,11 @@
 //! values and memory addresses then mean the same thing on both sides, including RIP-relative
 //! operands (the instruction bytes sit at exactly `CODE` on both).
 //!
-//! Faults (#DE → SIGFPE, #GP/#PF → SIGSEGV, #UD → SIGILL) are caught by a signal handler that
-//! redirects the faulting context to a recovery stub, so a case that raises an exception
-//! natively reports the signal instead of killing the test process.
+//! Faults (#DE/#MF/#XM → SIGFPE, #GP/#PF → SIGSEGV, #UD → SIGILL) are caught by a signal
+//! handler that redirects the faulting context to a recovery stub, so a case that raises an
+//! exception natively reports the signal (and the kernel's trap number, the exception vector)
+//! instead of killing the test process. The host's own FP state is saved before a case and
+//! restored after it (FXSAVE64/FXRSTOR64), so a case's MXCSR or x87 state never leaks out.
 
 use std::arch::asm;
 
@@ -34,8 +37,14 @@ const OUT_REGS: u64 = CTL + 0x100;
 const OUT_FLAGS: u64 = CTL + 0x180;
 const SAVE_RSP: u64 = CTL + 0x200;
 const SIGNO: u64 = CTL + 0x208;
-/// glibc's `gregs[0..18]` (R8–R15, RDI, RSI, RBP, RBX, RDX, RAX, RCX, RSP, RIP, EFL) at a fault.
+/// glibc's `gregs[0..23]` (R8–R15, RDI, RSI, RBP, RBX, RDX, RAX, RCX, RSP, RIP, EFL, CSGSFS,
+/// ERR, TRAPNO, OLDMASK, CR2) at a fault.
 const FAULT_REGS: u64 = CTL + 0x280;
+const FAULT_GREGS: usize = 23;
+/// FXSAVE images (16-byte aligned): the host's state, the case's input and its output.
+const HOST_FX: u64 = CTL + 0x400;
+const IN_FX: u64 = CTL + 0x600;
+const OUT_FX: u64 = CTL + 0x800;
 const SCRATCH_TOP: u64 = CTL + 0x1000;
 /// Code plus control block.
 const CODE_LEN: usize = 0x3000;
@@ -48,13 +57,20 @@ pub const SIGBUS: i32 = 7;
 pub const SIGFPE: i32 = 8;
 pub const SIGSEGV: i32 = 11;
 
+/// Size of an FXSAVE image (Intel SDM Vol. 1 §10.5.1, Table 10-2).
+pub const FX_LEN: usize = 512;
+
 /// What a native run produced.
 pub struct NativeOut {
     pub regs: [u64; 16],
     pub rflags: u64,
+    /// The FXSAVE64 image after the case (at a fault: the state at the faulting instruction).
+    pub fx: Box<[u8; FX_LEN]>,
     /// The signal a fault raised, if any; then `regs`, `rflags` and `rip` are the state at
     /// the faulting instruction.
     pub signal: Option<i32>,
+    /// The kernel's trap number at a fault: the exception vector (sigcontext `trapno`).
+    pub trapno: u64,
     pub rip: u64,
 }
 
@@ -114,7 +130,7 @@ extern "C" fn on_fault(sig: i32, _info: *mut u8, uc: *mut u8) {
         let rip = uc.add(UC_RIP) as *mut u64;
         if (CODE..CODE + 0x2000).contains(&*rip) {
             *(SIGNO as *mut u64) = sig as u64;
-            std::ptr::copy_nonoverlapping(uc.add(UC_RIP - 16 * 8), FAULT_REGS as *mut u8, 18 * 8);
+            std::ptr::copy_nonoverlapping(uc.add(UC_RIP - 16 * 8), FAULT_REGS as *mut u8, FAULT_GREGS * 8);
             *rip = RECOVER;
         } else if let Some(k) = SIGNALS.iter().position(|&s| s == sig) {
             // Not ours: put the previous handler back; the faulting instruction re-executes.
@@ -144,7 +160,15 @@ fn mov_abs(c: &mut Vec<u8>, store: bool, r: u8, addr: u64) {
     c.extend_from_slice(&(addr as u32).to_le_bytes());
 }
 
+/// `fxsave64 [abs32]` (`restore` false) or `fxrstor64 [abs32]`.
+fn fx_abs(c: &mut Vec<u8>, restore: bool, addr: u64) {
+    c.extend_from_slice(&[0x48, 0x0F, 0xAE, if restore { 0x0C } else { 0x04 }, 0x25]);
+    c.extend_from_slice(&(addr as u32).to_le_bytes());
+}
+
 fn restore_host(c: &mut Vec<u8>, ret: u8) {
+    fx_abs(c, false, OUT_FX); // the case's FP state, then the host's back
+    fx_abs(c, true, HOST_FX);
     mov_abs(c, false, 4, SAVE_RSP); // mov rsp, [SAVE_RSP]
     c.push(0xFC); // cld
     c.extend_from_slice(&[0x41, 0x5F, 0x41, 0x5E, 0x41, 0x5D, 0x41, 0x5C, 0x5D, 0x5B]); // pop r15..r12, rbp, rbx
@@ -168,6 +192,8 @@ impl Native {
         // Entry: save callee-saved registers and RSP, load RFLAGS and the 16 GPRs, jump to CODE.
         let mut c = vec![0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57]; // push rbx..r15
         mov_abs(&mut c, true, 4, SAVE_RSP);
+        fx_abs(&mut c, false, HOST_FX);
+        fx_abs(&mut c, true, IN_FX);
         c.extend_from_slice(&[0xFF, 0x34, 0x25]); // push qword [IN_FLAGS]
         c.extend_from_slice(&(IN_FLAGS as u32).to_le_bytes());
         c.push(0x9D); // popfq
@@ -197,10 +223,11 @@ impl Native {
         Native
     }
 
-    /// Run `code` with the given GPRs and RFLAGS (only status flags and DF are loaded; the
-    /// host keeps IF, and TF/AC stay clear) over a data window copied to `DATA`; on return
-    /// `data` holds the window's new contents.
-    pub fn run(&mut self, code: &[u8], regs: &[u64; 16], rflags: u64, data: &mut [u8]) -> NativeOut {
+    /// Run `code` with the given GPRs, RFLAGS (only status flags and DF are loaded; the host
+    /// keeps IF, and TF/AC stay clear) and FP state (`fx`, an FXSAVE64 image with a valid
+    /// MXCSR) over a data window copied to `DATA`; on return `data` holds the window's new
+    /// contents.
+    pub fn run(&mut self, code: &[u8], regs: &[u64; 16], rflags: u64, fx: &[u8; FX_LEN], data: &mut [u8]) -> NativeOut {
         assert!(code.len() <= MAX_CODE && data.len() <= DATA_LEN);
         let mut c = code.to_vec();
         let rel = EPILOGUE.wrapping_sub(CODE + c.len() as u64 + 5) as u32;
@@ -215,6 +242,7 @@ impl Native {
         put(IN_REGS, &inregs);
         let f = (rflags & (0x8D5 | 0x400)) | 0x202;
         put(IN_FLAGS, &f.to_le_bytes());
+        put(IN_FX, fx);
         put(SIGNO, &0u64.to_le_bytes());
         let faulted: u64;
         // SAFETY: the trampoline saves and restores every callee-saved register and RSP, clears
@@ -223,7 +251,7 @@ impl Native {
         unsafe {
             asm!("call {f}", f = in(reg) ENTRY, lateout("rax") faulted, clobber_abi("C"));
         }
-        let mut out = NativeOut { regs: [0; 16], rflags: 0, signal: None, rip: 0 };
+        let mut out = NativeOut { regs: [0; 16], rflags: 0, fx: Box::new([0; FX_LEN]), signal: None, trapno: 0, rip: 0 };
         // SAFETY: reading the control block and data area mapped above.
         unsafe {
             for k in 0..16 {
@@ -240,7 +268,9 @@ impl Native {
                 }
                 out.rip = g(16);
                 out.rflags = g(17);
+                out.trapno = g(20);
             }
+            std::ptr::copy_nonoverlapping(OUT_FX as *const u8, out.fx.as_mut_ptr(), FX_LEN);
             std::ptr::copy_nonoverlapping(DATA as *const u8, data.as_mut_ptr(), data.len());
         }
         out
