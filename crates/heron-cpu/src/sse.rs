@@ -199,6 +199,10 @@ pub(crate) mod sf {
         rc: u32,
         daz: bool,
         ftz: bool,
+        /// MXCSR.OM and UM: with an unmasked overflow or underflow the result is not
+        /// delivered, and PE reports whether rounding with an unbounded exponent was inexact
+        /// (SDM Vol. 1 §11.5.2.4/§11.5.2.5: the handler gets that result scaled by 2^∓192).
+        om: bool,
         um: bool,
         pub pre: u32,
         pub post: u32,
@@ -206,7 +210,7 @@ pub(crate) mod sf {
 
     impl Env {
         pub fn new(mxcsr: u32) -> Self {
-            Env { rc: (mxcsr >> 13) & 3, daz: mxcsr & 0x40 != 0, ftz: mxcsr & 0x8000 != 0, um: mxcsr & 0x800 != 0, pre: 0, post: 0 }
+            Env { rc: (mxcsr >> 13) & 3, daz: mxcsr & 0x40 != 0, ftz: mxcsr & 0x8000 != 0, om: mxcsr & 0x400 != 0, um: mxcsr & 0x800 != 0, pre: 0, post: 0 }
         }
 
         /// Round the exact value (-1)^neg · (sig + sticky) · 2^exp to the format.
@@ -222,7 +226,7 @@ pub(crate) mod sf {
             let (m1, e1) = if m1 >> p != 0 { (m1 >> 1, e + 1) } else { (m1, e) };
             if e1 >= f.emin() {
                 if e1 > f.emax() {
-                    self.post |= OE | PE;
+                    self.post |= if self.om || inexact1 { OE | PE } else { OE };
                     let to_inf = match self.rc {
                         RNE => true,
                         RD => neg,
@@ -237,15 +241,15 @@ pub(crate) mod sf {
                 return s | (((e1 + f.bias()) as u64) << f.mbits) | (m1 as u64 & f.frac_mask());
             }
             // Tiny.
-            if self.ftz && self.um {
+            if !self.um {
+                self.post |= if inexact1 { UE | PE } else { UE };
+            } else if self.ftz {
                 self.post |= UE | PE;
                 return s;
             }
             let (m2, inexact2) = rnd(sig, exp, sticky, f.emin() - f.mbits as i32, self.rc, neg);
-            if inexact2 {
+            if inexact2 && self.um {
                 self.post |= UE | PE;
-            } else if !self.um {
-                self.post |= UE;
             }
             // A carry out of the denormal significand lands in the exponent field: min normal.
             s | m2 as u64
@@ -814,6 +818,18 @@ pub const MXCSR_MASK: u32 = 0xFFFF;
 impl Ctx<'_> {
     /// Execute an SSE/SSE2/MMX instruction; `Ok(None)` if `i` is not one.
     pub fn exec_sse(&mut self, i: &Instruction) -> Res<Option<()>> {
+        // A memory fault leaves the x87 state as it was: the x87→MMX transition (TOP = 0, all
+        // tags valid) comes after the operands are read. A SIMD floating-point exception (#XM)
+        // comes after the transition (as on the AMD host).
+        let saved = self.s.x87;
+        let r = self.exec_sse_insn(i);
+        if r.as_ref().is_err_and(|e| e.vector != vec::XM) {
+            self.s.x87 = saved;
+        }
+        r
+    }
+
+    fn exec_sse_insn(&mut self, i: &Instruction) -> Res<Option<()>> {
         use Mnemonic as M;
         let m = i.mnemonic();
         match m {
@@ -1045,7 +1061,9 @@ impl Ctx<'_> {
         if i.has_lock_prefix() {
             return Err(Exception::ud());
         }
-        let mut mmx = m == M::Cvtpi2ps;
+        // CVTPI2PS/CVTPI2PD with a memory source touch no MMX register and make no
+        // transition (as on the AMD host; the SDM's CVTPI2PD page says so for its memory form).
+        let mut mmx = false;
         let mut sse = matches!(m, M::Ldmxcsr | M::Stmxcsr);
         for n in 0..i.op_count() {
             if i.op_kind(n) == OpKind::Register {

@@ -593,7 +593,7 @@ impl Ctx<'_> {
                     M::Fcmovnbe => !cf && !zf,
                     _ => !pf,
                 };
-                self.set_c1(false);
+                // SDM Vol. 2A FCMOVcc: "C1 Set to 0 if stack underflow occurred": otherwise kept.
                 if c {
                     let v = self.st(n);
                     self.set_st(0, v);
@@ -1048,10 +1048,14 @@ impl Ctx<'_> {
     /// FPREM / FPREM1.
     fn fprem(&mut self, ieee: bool) {
         let fcw = self.fcw();
+        // Without a quotient (stack underflow, NaN operand, invalid operation) the SDM gives
+        // no C0/C3 values: as on the AMD host, C2 is cleared (the reduction is complete) and
+        // C0/C3 are kept.
         if self.st_empty(0) || self.st_empty(1) {
             if self.underflow() {
                 self.set_st(0, F80::INDEFINITE);
             }
+            self.s.x87.fsw &= !fl::C2;
             return;
         }
         let (x, y) = (self.st(0), self.st(1));
@@ -1059,9 +1063,8 @@ impl Ctx<'_> {
             Ok(d) => d,
             Err(o) => {
                 self.commit(0, o, false);
-                let c1 = self.s.x87.fsw & fl::C1 != 0;
                 if o.v.is_some() {
-                    self.set_cc(false, false, c1, false);
+                    self.s.x87.fsw &= !fl::C2;
                 }
                 return;
             }
@@ -1071,7 +1074,7 @@ impl Ctx<'_> {
             let o = Out::invalid(fcw);
             self.commit(0, o, false);
             if o.v.is_some() {
-                self.set_cc(false, false, false, false);
+                self.s.x87.fsw &= !(fl::C1 | fl::C2);
             }
             return;
         }

@@ -4,6 +4,7 @@
 //! that particular case; only those are masked in the comparison.
 
 use super::gen::{f, mask, sext, Rm, Spec, G, PAGE, RAX, RBP, RCX, RDI, RDX, RSI, RSP, WIN};
+use super::fp::{mmx, sse_arith, sse_cmp, sse_comi, sse_cvt, sse_int, sse_logic, sse_move, sse_mxcsr, sse_shift, sse_shuffle, x87_arith, x87_cmp, x87_control, x87_load_store};
 use super::native::DATA;
 
 /// A class: table name, relative weight of its share of the cases, generator and its argument.
@@ -79,6 +80,23 @@ pub const CLASSES: &[Class] = &[
     c!("MOV (page-crossing operands)", 1, mov, 1),
     c!("memory operands crossing a page boundary", 3, page_cross, 0),
     c!("lazy flags: producer + 1-3 consumers", 4, chain, 0),
+    c!("counted loops (multi-block tier-1 regions)", 4, counted_loop, 0),
+    c!("SSE moves (MOV*PS/PD/DQ/SS/SD/D/Q, PINSRW..)", 6, sse_move, 0),
+    c!("SSE/SSE2 packed FP arithmetic (ADD/SUB/MUL/DIV/MIN/MAX/SQRT PS/PD)", 5, sse_arith, 0),
+    c!("SSE/SSE2 scalar FP arithmetic (ADD/SUB/MUL/DIV/MIN/MAX/SQRT SS/SD)", 5, sse_arith, 1),
+    c!("SSE/SSE2 compares (CMPPS/CMPPD/CMPSS/CMPSD, predicates 0-7)", 4, sse_cmp, 0),
+    c!("SSE/SSE2 COMISS/UCOMISS/COMISD/UCOMISD", 3, sse_comi, 0),
+    c!("SSE/SSE2 logic (AND/ANDN/OR/XOR PS/PD, PAND/PANDN/POR/PXOR)", 2, sse_logic, 0),
+    c!("SSE2 integer arithmetic and compares (PADD/PSUB/PMUL*/PMADDWD/PAVG/PMIN/PMAX/PSADBW/PCMP*)", 5, sse_int, 0),
+    c!("SSE2 shifts (PSLL/PSRL/PSRA, PSLLDQ/PSRLDQ)", 3, sse_shift, 0),
+    c!("SSE/SSE2 shuffles, unpacks, packs (PSHUF*/PUNPCK*/PACK*/SHUFPS/SHUFPD/UNPCK*)", 4, sse_shuffle, 0),
+    c!("SSE conversions (CVT*/CVTT*, 4 rounding modes)", 6, sse_cvt, 0),
+    c!("SSE LDMXCSR/STMXCSR", 2, sse_mxcsr, 0),
+    c!("MMX (arithmetic, compares, logic, shifts, packs, MOVD/MOVQ, PSHUFW, CVT*PI*, EMMS)", 5, mmx, 0),
+    c!("x87 loads and stores (FLD/FILD/FLDconst/FST/FSTP/FIST/FISTP)", 5, x87_load_store, 0),
+    c!("x87 arithmetic (FADD/FSUB/FSUBR/FMUL/FDIV/FDIVR/FIxxx/FSQRT/FABS/FCHS/FRNDINT/FSCALE/FXTRACT/FPREM)", 6, x87_arith, 0),
+    c!("x87 compares (FCOM/FUCOM/FICOM/FCOMI/FUCOMI/FTST/FXAM)", 4, x87_cmp, 0),
+    c!("x87 control (FLDCW/FNSTCW/FNSTSW/FXCH/FINCSTP/FDECSTP/FFREE/FNCLEX/FNINIT/FCMOVcc)", 4, x87_control, 0),
 ];
 
 /// Index of the class named `name`.
@@ -1114,4 +1132,84 @@ fn chain(g: &mut G, _: u8) {
         g.undef = (g.undef & !defines) | undef;
         done += 1;
     }
+}
+
+/// A counted loop (`mov ecx, n; top: body; dec ecx; jnz top`) whose body mixes ALU, memory,
+/// LEA, IMUL, shifts and CMOVcc on registers other than RCX/RSI/RSP, with stores and loads at
+/// [rsi + rcx·8]: in tier 1 a region of several blocks with a back-edge, lazy flags carried
+/// around it (ADC/SBB read the CF of the previous iteration) and the inline TLB paths.
+/// Every body instruction that writes CF defines it, and DEC defines the rest: nothing is
+/// undefined at the end. Inside the body the undefined flags are tracked (as in `chain`) so
+/// CMOVcc reads only defined ones.
+fn counted_loop(g: &mut G, _: u8) {
+    let n = 1 + g.rng.below(12);
+    let base = (DATA + 0x200 + g.rng.below(0x1800)) & !7;
+    g.regs[RSI as usize] = base;
+    g.fixed |= (1 << RCX) | (1 << RSI);
+    g.code.push(0xB9); // mov ecx, n
+    g.code.extend_from_slice(&(n as u32).to_le_bytes());
+    let top = g.code.len();
+    let r = |g: &mut G| loop {
+        let r = g.rng.below(16) as u8;
+        if ![RCX, RSI, RSP].contains(&r) {
+            break r;
+        }
+    };
+    let rex = |w: bool, reg: u8, rm: u8, index: u8| 0x40 | (w as u8) << 3 | ((reg >> 3) << 2) | ((index >> 3) << 1) | (rm >> 3);
+    // Flags undefined at this point of the body (at its start, all are defined: the case's
+    // flags, then DEC's with the CF of a body instruction).
+    let mut undef = 0;
+    for _ in 0..1 + g.rng.below(4) {
+        let (a, b) = (r(g), r(g));
+        let w = g.rng.one_in(2);
+        match g.rng.below(8) {
+            0 | 1 => {
+                // add/or/adc/sbb/and/sub/xor r, r (SDM: AND/OR/XOR leave AF undefined).
+                let op = g.rng.pick(&[0x01, 0x09, 0x11, 0x19, 0x21, 0x29, 0x31]);
+                g.code.extend_from_slice(&[rex(w, b, a, 0), op, 0xC0 | ((b & 7) << 3) | (a & 7)]);
+                undef = if matches!(op, 0x09 | 0x21 | 0x31) { f::AF } else { 0 };
+            }
+            2 => {
+                // add/sub/adc [rsi + rcx*8 - 8], r  (RSI = 6, RCX = 1: SIB 0xCE).
+                let op = g.rng.pick(&[0x01, 0x29, 0x11]);
+                g.code.extend_from_slice(&[rex(w, b, 0, 0), op, 0x44 | ((b & 7) << 3), 0xCE, 0xF8]);
+                undef = 0;
+            }
+            3 => {
+                // mov r, [rsi + rcx*8 - 8] or mov [rsi + rcx*8], r.
+                let op = g.rng.pick(&[0x8B, 0x89]);
+                let disp = if op == 0x8B { 0xF8 } else { 0x00 };
+                g.code.extend_from_slice(&[rex(w, b, 0, 0), op, 0x44 | ((b & 7) << 3), 0xCE, disp]);
+            }
+            4 => {
+                // lea r, [r + r*2 + disp8].
+                let d = g.rng.next() as u8;
+                g.code.extend_from_slice(&[rex(w, a, b, b), 0x8D, 0x44 | ((a & 7) << 3), 0x40 | ((b & 7) << 3) | (b & 7), d]);
+            }
+            5 => {
+                // imul r, r.
+                g.code.extend_from_slice(&[rex(w, a, b, 0), 0x0F, 0xAF, 0xC0 | ((a & 7) << 3) | (b & 7)]);
+                // SDM Vol. 2B IMUL: SF/ZF/AF/PF undefined; DEC below defines them again.
+                undef = f::SF | f::ZF | f::AF | f::PF;
+            }
+            6 => {
+                // shl/shr/sar r, imm8 with 1 <= count < width (CF defined).
+                let digit = g.rng.pick(&[4, 5, 7]);
+                let c = 1 + g.rng.below(if w { 63 } else { 31 }) as u8;
+                g.code.extend_from_slice(&[rex(w, 0, a, 0), 0xC1, 0xC0 | (digit << 3) | (a & 7), c]);
+                undef = shift_undef(digit, c as u32, if w { 64 } else { 32 });
+            }
+            _ => {
+                // cmovcc r, r, on defined flags only.
+                let cc = g.rng.below(16) as u8;
+                if cc_reads(cc) & undef != 0 {
+                    continue;
+                }
+                g.code.extend_from_slice(&[rex(w, a, b, 0), 0x0F, 0x40 + cc, 0xC0 | ((a & 7) << 3) | (b & 7)]);
+            }
+        }
+    }
+    g.code.extend_from_slice(&[0xFF, 0xC9]); // dec ecx
+    let rel = top as i64 - (g.code.len() as i64 + 2);
+    g.code.extend_from_slice(&[0x75, rel as i8 as u8]); // jnz top
 }

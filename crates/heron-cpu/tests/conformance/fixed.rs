@@ -14,7 +14,7 @@ fn case(name: &'static str, class: &str, code: &[u8], regs: &[(usize, u64)], fla
         r[i] = v;
     }
     let data = (0..WIN).map(|k| (k as u8).wrapping_mul(37).wrapping_add(11)).collect();
-    Case { class: class_index(class), code: code.to_vec(), regs: r, flags, data, undef: 0, fx: fx::reset(), fsw_undef: 0, name: Some(name) }
+    Case { class: class_index(class), code: code.to_vec(), regs: r, flags, data, undef: 0, fx: fx::reset(), fsw_undef: 0, fsw_sdm: (0, 0), name: Some(name) }
 }
 
 fn with_data(mut c: Case, at: u64, bytes: &[u8]) -> Case {

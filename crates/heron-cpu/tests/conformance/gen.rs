@@ -94,6 +94,9 @@ pub struct Case {
     pub fx: Box<[u8; FX_LEN]>,
     /// FSW bits (x87 condition codes C0–C3) the SDM leaves undefined for this case.
     pub fsw_undef: u16,
+    /// FSW bits (mask, value) the SDM defines but the AMD host sets differently: Heron's are
+    /// checked against the SDM's value instead of the host's.
+    pub fsw_sdm: (u16, u16),
     /// Name of a fixed regression case.
     pub name: Option<&'static str>,
 }
@@ -190,6 +193,7 @@ pub struct G {
     pub undef: u64,
     pub fx: Box<[u8; FX_LEN]>,
     pub fsw_undef: u16,
+    pub fsw_sdm: (u16, u16),
     pub code: Vec<u8>,
     /// Registers whose values the instruction's semantics need (counts, string pointers,
     /// dividend...): memory operands may use them only with their current value.
@@ -204,7 +208,7 @@ pub struct G {
 
 impl G {
     pub fn new(seed: u64) -> G {
-        G { rng: Rng::new(seed), regs: [0; 16], flags: 0, data: vec![0; WIN], undef: 0, fx: fx::reset(), fsw_undef: 0, code: Vec::new(), fixed: 0, low_regs: false, cross: false, seg_base: [0; 2] }
+        G { rng: Rng::new(seed), regs: [0; 16], flags: 0, data: vec![0; WIN], undef: 0, fx: fx::reset(), fsw_undef: 0, fsw_sdm: (0, 0), code: Vec::new(), fixed: 0, low_regs: false, cross: false, seg_base: [0; 2] }
     }
 
     /// Start a new case: random registers (RSP = `STACK`), flags and data.
@@ -230,6 +234,7 @@ impl G {
         self.undef = 0;
         self.fx = fx::reset();
         self.fsw_undef = 0;
+        self.fsw_sdm = (0, 0);
         self.code.clear();
         self.fixed = 1 << RSP;
         self.low_regs = false;
@@ -237,7 +242,7 @@ impl G {
     }
 
     pub fn finish(&mut self, class: usize) -> Case {
-        Case { class, code: self.code.clone(), regs: self.regs, flags: self.flags, data: self.data.clone(), undef: self.undef, fx: self.fx.clone(), fsw_undef: self.fsw_undef, name: None }
+        Case { class, code: self.code.clone(), regs: self.regs, flags: self.flags, data: self.data.clone(), undef: self.undef, fx: self.fx.clone(), fsw_undef: self.fsw_undef, fsw_sdm: self.fsw_sdm, name: None }
     }
 
     // ---- values ----
@@ -639,6 +644,12 @@ impl G {
             }
         }
         disp &= 0xFFFF_FFFF;
+        if target.is_some() {
+            // Later instructions of the case must not change what this address depends on.
+            for r in [base, index].into_iter().flatten() {
+                self.fixed |= 1 << r;
+            }
+        }
         let (md, b_bits) = match disp_len {
             0 => (0u8, base.unwrap_or(5)),
             1 => (1, base.unwrap_or(5)),
