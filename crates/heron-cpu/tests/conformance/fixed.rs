@@ -29,10 +29,45 @@ fn big(mut c: Case, len: usize) -> Case {
     c
 }
 
+/// An 80-bit x87 value from its sign/exponent and significand.
+fn f80(se: u16, sig: u64) -> [u8; 10] {
+    let mut b = [0u8; 10];
+    b[..8].copy_from_slice(&sig.to_le_bytes());
+    b[8..].copy_from_slice(&se.to_le_bytes());
+    b
+}
+
+/// Set the case's x87 state: FCW, FSW (TOP included), abridged tag word and ST0, ST1, ...
+fn x87(mut c: Case, fcw: u16, fsw: u16, ftw: u8, st: &[[u8; 10]]) -> Case {
+    c.fx[fx::FCW..fx::FCW + 2].copy_from_slice(&fcw.to_le_bytes());
+    c.fx[fx::FSW..fx::FSW + 2].copy_from_slice(&fsw.to_le_bytes());
+    c.fx[fx::FTW] = ftw;
+    for (i, v) in st.iter().enumerate() {
+        c.fx[fx::ST + 16 * i..fx::ST + 16 * i + 10].copy_from_slice(v);
+    }
+    c
+}
+
+/// Set MXCSR and the low dwords of XMM0 and XMM1.
+fn sse(mut c: Case, mxcsr: u32, x0: u32, x1: u32) -> Case {
+    c.fx[fx::MXCSR..fx::MXCSR + 4].copy_from_slice(&mxcsr.to_le_bytes());
+    c.fx[fx::XMM..fx::XMM + 4].copy_from_slice(&x0.to_le_bytes());
+    c.fx[fx::XMM + 16..fx::XMM + 20].copy_from_slice(&x1.to_le_bytes());
+    c
+}
+
+const ONE: [u8; 10] = [0, 0, 0, 0, 0, 0, 0, 0x80, 0xFF, 0x3F];
+
 fn undef(mut c: Case, u: u64) -> Case {
     c.undef = u;
     c
 }
+
+const X87_ARITH: &str = "x87 arithmetic (FADD..FDIVR, FSQRT, FPREM..)";
+const X87_CTRL: &str = "x87 control (FLDCW/FNSTCW/FNSTSW/FXCH/FCMOV..)";
+const X87_CMP: &str = "x87 compares (FCOM/FUCOM/FCOMI/FTST/FXAM..)";
+const MMX: &str = "MMX (arith, shifts, packs, MOVQ, CVT*PI*..)";
+const SSE_SCALAR: &str = "SSE FP arithmetic SS/SD (ADD..SQRT)";
 
 const RAX: usize = 0;
 const RCX: usize = 1;
@@ -64,6 +99,28 @@ pub fn cases() -> Vec<Case> {
         case("bug: rep movsd, destination 2 bytes above source", "MOVS", &[0xF3, 0xA5], &[(RSI, DATA + 0x16E9), (RDI, DATA + 0x16EB), (RCX, 25)], 0),
         case("bug: rep movsq backwards, destination 5 bytes below source", "MOVS", &[0xF3, 0x48, 0xA5], &[(RSI, DATA + 0x8E4), (RDI, DATA + 0x8DF), (RCX, 23)], f::DF),
         case("bug: rep movsw, destination 1 byte above source", "MOVS", &[0x66, 0xF3, 0xA5], &[(RSI, DATA + 0x17F8), (RDI, DATA + 0x17F9), (RCX, 19)], 0),
+        // FPREM/FPREM1 without a quotient (stack underflow, NaN or invalid operand) cleared C0
+        // and C3 or kept C2; the host clears C2 (and C1) and keeps C0 and C3.
+        x87(case("bug: fprem with ST1 empty clears C2, keeps C0/C3", X87_ARITH, &[0xD9, 0xF8], &[], 0), 0x037F, 0x4500, 0x01, &[ONE]),
+        x87(case("bug: fprem of an SNaN keeps C0/C3", X87_ARITH, &[0xD9, 0xF8], &[], 0), 0x037F, 0x4100, 0x03, &[f80(0x7FFF, 0xA000_0000_0000_0000), ONE]),
+        x87(case("bug: fprem of infinity (invalid) keeps C0/C3, clears C1/C2", X87_ARITH, &[0xD9, 0xF8], &[], 0), 0x037F, 0x4700, 0x03, &[f80(0x7FFF, 1 << 63), ONE]),
+        // FCMOVcc cleared C1 (SDM Vol. 2A FCMOVcc: "C1 Set to 0 if stack underflow occurred").
+        x87(case("bug: fcmovb keeps C1 without a stack underflow", X87_CTRL, &[0xDA, 0xC1], &[], f::CF), 0x037F, 0x0200, 0x03, &[ONE, f80(0x4000, 1 << 63)]),
+        // CVTPI2PS made the x87→MMX transition (TOP = 0, all tags valid) even with a memory
+        // source; a faulting MMX instruction left the transition behind.
+        x87(case("bug: cvtpi2ps xmm0, [rbx] makes no MMX transition", MMX, &[0x0F, 0x2A, 0x03], &[(RBX, DATA + 0x100)], 0), 0x037F, 0x1800, 0x08, &[ONE]),
+        x87(case("bug: misaligned cvttpd2pi faults (#GP) without an MMX transition", MMX, &[0x66, 0x0F, 0x2C, 0x03], &[(RBX, DATA + 0x101)], 0), 0x037F, 0x2800, 0x20, &[ONE]),
+        // With overflow/underflow unmasked, PE was always added; it reports whether the result
+        // rounded with an unbounded exponent is inexact (the #XM handler's scaled result).
+        sse(case("bug: unmasked overflow, exact result: OE without PE", SSE_SCALAR, &[0xF3, 0x0F, 0x59, 0xC1], &[], 0), 0x1B80, 0x7F00_0000, 0x4000_0000),
+        sse(case("bug: unmasked underflow, denormal inexact but exact unbounded: UE without PE", SSE_SCALAR, &[0xF3, 0x0F, 0x59, 0xC1], &[], 0), 0x1780, 0x0080_0001, 0x3F00_0000),
+        sse(case("unmasked overflow, inexact result: OE and PE", SSE_SCALAR, &[0xF3, 0x0F, 0x59, 0xC1], &[], 0), 0x1B80, 0x7F7F_FFFF, 0x7F7F_FFFF),
+        // FCOMI: C1 = 0 as the SDM states (the AMD host keeps it; see classes.rs).
+        {
+            let mut c = x87(case("fcomi sets C1 to 0", X87_CMP, &[0xDB, 0xF1], &[], 0), 0x037F, 0x0200, 0x03, &[ONE, ONE]);
+            c.fsw_sdm = (fx::C1, 0);
+            c
+        },
 
         // ---- edge cases ----
         case("add rax, rax (aliased, carry out)", "ADD", &[0x48, 0x01, 0xC0], &[(RAX, 0x8000_0000_0000_0001)], 0),
