@@ -1048,9 +1048,9 @@ impl Ctx<'_> {
     /// FPREM / FPREM1.
     fn fprem(&mut self, ieee: bool) {
         let fcw = self.fcw();
-        // Without a quotient (stack underflow, NaN operand, invalid operation) the SDM gives
-        // no C0/C3 values: as on the AMD host, C2 is cleared (the reduction is complete) and
-        // C0/C3 are kept.
+        // Without a quotient (stack underflow, NaN operand, invalid operation; masked or not)
+        // the SDM gives no C0/C3 values: as on the AMD host, C2 is cleared (the reduction is
+        // complete) and C0/C3 are kept.
         if self.st_empty(0) || self.st_empty(1) {
             if self.underflow() {
                 self.set_st(0, F80::INDEFINITE);
@@ -1063,9 +1063,7 @@ impl Ctx<'_> {
             Ok(d) => d,
             Err(o) => {
                 self.commit(0, o, false);
-                if o.v.is_some() {
-                    self.s.x87.fsw &= !fl::C2;
-                }
+                self.s.x87.fsw &= !fl::C2;
                 return;
             }
         };
@@ -1073,9 +1071,7 @@ impl Ctx<'_> {
         if cx == Class::Inf || cy == Class::Zero {
             let o = Out::invalid(fcw);
             self.commit(0, o, false);
-            if o.v.is_some() {
-                self.s.x87.fsw &= !(fl::C1 | fl::C2);
-            }
+            self.s.x87.fsw &= !(fl::C1 | fl::C2);
             return;
         }
         if let Some(o) = trans::de_gate(de, fcw) {

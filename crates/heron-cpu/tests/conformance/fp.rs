@@ -783,7 +783,7 @@ fn x87_state(g: &mut G) -> bool {
     let mut masks = 0x3F;
     let unmasked = g.rng.one_in(12);
     if unmasked {
-        masks &= !(g.rng.next() as u16 & 0x3D | 1);
+        masks &= !((g.rng.next() as u16 & 0x3D) | 1);
     }
     let fcw = 0x40 | masks | (pc << 8) | (rc << 10);
     set_fcw(g, fcw);
