@@ -1006,9 +1006,12 @@ impl Ctx<'_> {
         }
         let v = self.st(0);
         let (e, s, flags) = match v.class() {
+            // An unmasked exception stores nothing; C1 is cleared as for any result without
+            // a round-up (as on the host).
             Class::Unsupported => {
                 if fcw & fl::IE == 0 {
                     self.fraise(fl::IE);
+                    self.set_c1(false);
                     return;
                 }
                 (F80::INDEFINITE, F80::INDEFINITE, fl::IE)
@@ -1017,6 +1020,7 @@ impl Ctx<'_> {
                 let ie = if v.is_snan() { fl::IE } else { 0 };
                 if ie & !fcw != 0 {
                     self.fraise(ie);
+                    self.set_c1(false);
                     return;
                 }
                 (v.quiet(), v.quiet(), ie)
@@ -1025,6 +1029,7 @@ impl Ctx<'_> {
             Class::Zero => {
                 if fcw & fl::ZE == 0 {
                     self.fraise(fl::ZE);
+                    self.set_c1(false);
                     return;
                 }
                 (F80::inf(true), v, fl::ZE)

@@ -106,6 +106,8 @@ pub fn cases() -> Vec<Case> {
         x87(case("bug: fprem of infinity (invalid) keeps C0/C3, clears C1/C2", X87_ARITH, &[0xD9, 0xF8], &[], 0), 0x037F, 0x4700, 0x03, &[f80(0x7FFF, 1 << 63), ONE]),
         // FCMOVcc cleared C1 (SDM Vol. 2A FCMOVcc: "C1 Set to 0 if stack underflow occurred").
         x87(case("bug: fprem1 of an SNaN with IE unmasked clears C2", X87_ARITH, &[0xD9, 0xF5], &[], 0), 0x0376, 0x0500, 0x03, &[f80(0x7FFF, 0xA000_0000_0000_0000), ONE]),
+        x87(case("bug: fxtract of an SNaN with IE unmasked clears C1", X87_ARITH, &[0xD9, 0xF4], &[], 0), 0x0376, 0x0200, 0x01, &[f80(0x7FFF, 0xA000_0000_0000_0000)]),
+        x87(case("bug: fxtract of zero with ZE unmasked clears C1", X87_ARITH, &[0xD9, 0xF4], &[], 0), 0x037B, 0x0200, 0x01, &[f80(0x8000, 0)]),
         x87(case("bug: fcmovb keeps C1 without a stack underflow", X87_CTRL, &[0xDA, 0xC1], &[], f::CF), 0x037F, 0x0200, 0x03, &[ONE, f80(0x4000, 1 << 63)]),
         // CVTPI2PS made the x87→MMX transition (TOP = 0, all tags valid) even with a memory
         // source; a faulting MMX instruction left the transition behind.
