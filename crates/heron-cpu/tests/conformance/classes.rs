@@ -81,6 +81,7 @@ pub const CLASSES: &[Class] = &[
     c!("memory operands crossing a page boundary", 3, page_cross, 0),
     c!("lazy flags: producer + 1-3 consumers", 4, chain, 0),
     c!("counted loops (multi-block tier-1 regions)", 4, counted_loop, 0),
+    c!("precise #GP after earlier instructions", 2, precise_fault, 0),
     c!("SSE moves (MOV*PS/PD/DQ/SS/SD/D/Q, PINSRW..)", 6, sse_move, 0),
     c!("SSE FP arithmetic PS/PD (ADD..SQRT)", 5, sse_arith, 0),
     c!("SSE FP arithmetic SS/SD (ADD..SQRT)", 5, sse_arith, 1),
@@ -1212,4 +1213,53 @@ fn counted_loop(g: &mut G, _: u8) {
     g.code.extend_from_slice(&[0xFF, 0xC9]); // dec ecx
     let rel = top as i64 - (g.code.len() as i64 + 2);
     g.code.extend_from_slice(&[0x75, rel as i8 as u8]); // jnz top
+}
+
+/// Precise exceptions in the middle of a sequence: sometimes a valid store, one to three ALU
+/// instructions (ADD/SUB/ADC/SBB/CMP, every flag defined, since a fault compares all flags;
+/// they write no register an address depends on), then an access through a non-canonical address (#GP(0): SDM Vol. 3A §3.3.7.1) — a load, a
+/// store, a read-modify-write, or an SSE load — and an instruction that must never run. The
+/// state at the fault must be that after the instructions before it, with RIP on the faulting
+/// one and memory holding only the earlier stores (in tier 1: registers written through,
+/// the fault exit of translated code).
+fn precise_fault(g: &mut G, _: u8) {
+    // The base register of the faulting access: encodable as [r] with mod 00 and no SIB.
+    let base = loop {
+        let r = g.rng.below(16) as u8;
+        if ![RSP, RBP, 12, 13].contains(&r) {
+            break r;
+        }
+    };
+    let bad = g.rng.pick(&[0x0000_8000_0000_0000u64, 0xFFFF_7FFF_FFFF_F000, 0x8000_0000_0000_0000, 0x1234_5678_9ABC_DEF0]) + g.rng.below(0x100);
+    g.regs[base as usize] = bad;
+    g.fixed |= 1 << base;
+    // Registers no address depends on (`fixed` covers RSP, the base and the store's).
+    let other = |g: &mut G| loop {
+        let r = g.rng.below(16) as u8;
+        if g.fixed & (1 << r) == 0 {
+            break r;
+        }
+    };
+    if g.rng.one_in(2) {
+        let t = g.target(8);
+        let r = other(g);
+        g.emit(Spec::op(&[0x89]).size(8).reg(r).rm(Rm::Mem(t)));
+    }
+    for _ in 0..1 + g.rng.below(3) {
+        let size = size_wide(g);
+        let op = g.rng.pick(&[0x01, 0x29, 0x11, 0x19, 0x39]);
+        let (d, s) = (other(g), other(g));
+        g.emit(Spec::op(&[op]).size(size).reg(s).rm(Rm::Reg(d)));
+    }
+    let r = other(g);
+    let rex = 0x48 | ((r >> 3) << 2) | (base >> 3);
+    let modrm = ((r & 7) << 3) | (base & 7);
+    match g.rng.below(5) {
+        0 => g.code.extend_from_slice(&[rex, 0x8B, modrm]), // mov r, [base]
+        1 => g.code.extend_from_slice(&[rex, 0x89, modrm]), // mov [base], r
+        2 => g.code.extend_from_slice(&[rex, 0x01, modrm]), // add [base], r
+        3 => g.code.extend_from_slice(&[rex & !4, 0xFF, base & 7]), // inc qword [base]
+        _ => g.code.extend_from_slice(&[0xF3, 0x40 | ((r >> 3) << 2) | (base >> 3), 0x0F, 0x6F, modrm]), // movdqu xmm, [base]
+    }
+    g.code.extend_from_slice(&[0x48, 0x31, 0xC0]); // xor rax, rax: never reached
 }
