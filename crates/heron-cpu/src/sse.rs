@@ -1062,7 +1062,7 @@ impl Ctx<'_> {
             return Err(Exception::ud());
         }
         // CVTPI2PS/CVTPI2PD with a memory source touch no MMX register and make no
-        // transition (as on the AMD host; the SDM's CVTPI2PD page says so for its memory form).
+        // transition (as the AMD host does; checked by tests/conformance.rs).
         let mut mmx = false;
         let mut sse = matches!(m, M::Ldmxcsr | M::Stmxcsr);
         for n in 0..i.op_count() {

@@ -12,7 +12,9 @@
 //! Where the SDM leaves behaviour open, Heron follows the processor the tests were checked
 //! against (an AMD EPYC host): which of DE/IE/ZE win when several apply, C1 of stack faults,
 //! unordered condition codes even for unmasked invalid compares, the FPREM partial-remainder
-//! step (n = 32 + d mod 32), out-of-domain F2XM1/FYL2XP1 returning the operand.
+//! step (n = 32 + d mod 32), FPREM/FPREM1 condition codes when there is no quotient (C2 and C1
+//! cleared, C0/C3 kept), C1 cleared when an unmasked exception suppresses FXTRACT's result,
+//! out-of-domain F2XM1/FYL2XP1 returning the operand.
 //!
 //! Approximations (documented deviations from hardware):
 //! - Transcendentals (F2XM1, FYL2X, FYL2XP1, FPTAN, FPATAN, FSIN, FCOS, FSINCOS) use the
