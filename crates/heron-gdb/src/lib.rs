@@ -133,16 +133,20 @@ pub fn run(machine: &mut Machine, server: &GdbServer, wait: bool, io: RunIo) -> 
             t.view = View::of(&t.m.cpu.s);
             t.step = false;
             let stub = GdbStub::new(c);
-            let reason = stub.run_blocking::<EventLoop<'_, '_>>(&mut t).map_err(|e| GdbError::Protocol(e.to_string()));
+            let reason = stub.run_blocking::<EventLoop<'_, '_>>(&mut t);
             t.m.cpu.clear_debugger();
             t.hw.clear();
             t.sw.clear();
             if let Some(o) = t.ended.take() {
                 return Ok(o);
             }
-            match reason? {
-                DisconnectReason::Kill => return Ok(RunOutcome::UserQuit),
-                DisconnectReason::Disconnect | DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_) => {}
+            match reason {
+                Ok(DisconnectReason::Kill) => return Ok(RunOutcome::UserQuit),
+                Ok(_) => {}
+                // A debugger that went away without detaching leaves the guest running.
+                Err(e) if e.is_connection_error() => eprintln!("heron: GDB connection lost ({e}); the guest runs on"),
+                Err(e) if e.is_target_error() => return Err(GdbError::Machine(e.into_target_error().expect("a target error"))),
+                Err(e) => return Err(GdbError::Protocol(e.to_string())),
             }
         }
         match t.run_slice()? {

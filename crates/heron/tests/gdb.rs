@@ -133,3 +133,62 @@ detach
     assert_eq!(status.code(), Some(0), "{rest}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A raw remote-protocol packet: `$data#checksum`.
+fn packet(data: &str) -> Vec<u8> {
+    let sum = data.bytes().fold(0u8, |s, b| s.wrapping_add(b));
+    format!("${data}#{sum:02x}").into_bytes()
+}
+
+/// Read from `s` until `pred` holds for what arrived (or 30 s pass).
+fn read_until(s: &mut std::net::TcpStream, pred: impl Fn(&str) -> bool) -> String {
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 512];
+    while !pred(&got) {
+        let n = s.read(&mut buf).expect("GDB stub went quiet");
+        assert!(n > 0, "connection closed; got {got:?}");
+        got += &String::from_utf8_lossy(&buf[..n]);
+    }
+    got
+}
+
+/// Ctrl-C (0x03) while the guest runs stops it with SIGINT; after `D` (detach) it runs on
+/// without a debugger until its instruction limit.
+#[test]
+fn ctrl_c_interrupts_a_running_guest() {
+    use std::io::Write;
+    let Some(g) = guests() else {
+        return;
+    };
+    let mut heron = Command::new(env!("CARGO_BIN_EXE_heron"))
+        .args(kernel_args(&g))
+        .args(["-S", "--gdb", "tcp:127.0.0.1:0", "--max-insns", "300000000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(heron.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(&packet("?")).unwrap();
+    read_until(&mut s, |g| g.contains('#'));
+    s.write_all(b"+").unwrap();
+    s.write_all(&packet("c")).unwrap();
+    read_until(&mut s, |g| g.contains('+'));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    s.write_all(&[0x03]).unwrap();
+    let stop = read_until(&mut s, |g| g.contains("$T02") || g.contains("$S02"));
+    assert!(stop.contains("02"), "{stop}");
+    s.write_all(b"+").unwrap();
+    s.write_all(&packet("D")).unwrap();
+    read_until(&mut s, |g| g.contains("$OK"));
+    drop(s);
+    let status = heron.wait().unwrap();
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(3), "ran on to --max-insns after the detach: {rest}");
+    assert!(rest.contains("instruction limit reached"), "{rest}");
+}
