@@ -12,6 +12,7 @@ use crate::exec::Ctx;
 use crate::state::{rf, sreg, CpuState};
 use crate::system::IntSource;
 use crate::{vec, ExitReason};
+use iced_x86::{Mnemonic, Register};
 
 /// What a watchpoint reacts to (GDB's `watch`, `rwatch`, `awatch`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,8 +41,7 @@ pub struct Watchpoint {
 pub enum DebugStop {
     /// RIP is at a debugger breakpoint; the instruction there has not run.
     Breakpoint,
-    /// The instruction before RIP accessed a watched address (`addr` is where the access
-    /// overlapped the watchpoint); it has completed.
+    /// The instruction before RIP accessed memory a watchpoint covers; it has completed.
     Watchpoint {
         /// The watchpoint's own address (as the debugger set it).
         addr: u64,
@@ -201,7 +201,6 @@ pub(crate) fn debug_block(ctx: &mut Ctx, stats: &mut Stats, insns: &[iced_x86::I
             }
         }
         let tf = ctx.s.rflags & rf::TF != 0;
-        let shadow_before = ctx.s.irq_inhibit;
         ctx.debug.hit = None;
         ctx.debug.dr_hits = 0;
         if let Some(t) = ctx.tracer.as_deref_mut() {
@@ -219,7 +218,8 @@ pub(crate) fn debug_block(ctx: &mut Ctx, stats: &mut Stats, insns: &[iced_x86::I
         // Traps after the instruction: data breakpoints, then single-step (TF as it was before
         // the instruction; MOV SS / POP SS hold it off for one instruction, SDM §6.8.3).
         let mut trap = ctx.debug.dr_hits;
-        if tf && !(ctx.s.irq_inhibit && !shadow_before) {
+        let mov_ss = matches!(i.mnemonic(), Mnemonic::Mov | Mnemonic::Pop) && i.op0_register() == Register::SS;
+        if tf && !mov_ss {
             trap |= dr6::BS;
         }
         if trap != 0 {

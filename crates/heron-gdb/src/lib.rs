@@ -277,7 +277,7 @@ impl SingleThreadBase for Session<'_, '_> {
     }
 
     fn write_registers(&mut self, r: &RegBytes) -> TargetResult<(), Self> {
-        regs::write_all(&mut self.m.cpu.s, self.view, &r.bytes).map_err(|()| TargetError::NonFatal)?;
+        regs::write_all(&mut self.m.cpu.s, self.view, &r.bytes).map_err(|_| TargetError::NonFatal)?;
         self.m.cpu.state_changed();
         Ok(())
     }
@@ -322,7 +322,7 @@ impl SingleRegisterAccess<()> for Session<'_, '_> {
     }
 
     fn write_register(&mut self, _: (), reg: RawRegId, val: &[u8]) -> TargetResult<(), Self> {
-        regs::write_one(&mut self.m.cpu.s, self.view, reg.0, val).map_err(|()| TargetError::NonFatal)?;
+        regs::write_one(&mut self.m.cpu.s, self.view, reg.0, val).map_err(|_| TargetError::NonFatal)?;
         self.m.cpu.state_changed();
         Ok(())
     }

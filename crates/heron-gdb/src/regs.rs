@@ -237,11 +237,15 @@ pub fn read_all(s: &CpuState, view: View) -> Vec<u8> {
     table(view).iter().flat_map(|d| get(s, d.reg, d.size)).collect()
 }
 
-/// The `G` packet. Errors (`Err(())`) when the length is not the view's.
-pub fn write_all(s: &mut CpuState, view: View, bytes: &[u8]) -> Result<(), ()> {
+/// GDB sent a register number or a size that is not in the view.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadRegister;
+
+/// The `G` packet. Errors when the length is not the view's.
+pub fn write_all(s: &mut CpuState, view: View, bytes: &[u8]) -> Result<(), BadRegister> {
     let t = table(view);
     if bytes.len() != t.iter().map(|d| d.size).sum::<usize>() {
-        return Err(());
+        return Err(BadRegister);
     }
     let mut off = 0;
     for d in t {
@@ -257,11 +261,11 @@ pub fn read_one(s: &CpuState, view: View, n: usize) -> Option<Vec<u8>> {
 }
 
 /// The `P` packet. Errors when `n` is not a register or the size is wrong.
-pub fn write_one(s: &mut CpuState, view: View, n: usize, bytes: &[u8]) -> Result<(), ()> {
+pub fn write_one(s: &mut CpuState, view: View, n: usize, bytes: &[u8]) -> Result<(), BadRegister> {
     let t = table(view);
-    let d = t.get(n).ok_or(())?;
+    let d = t.get(n).ok_or(BadRegister)?;
     if bytes.len() != d.size {
-        return Err(());
+        return Err(BadRegister);
     }
     set(s, d.reg, bytes);
     Ok(())

@@ -17,6 +17,26 @@ fn kernel_args(g: &Path) -> Vec<String> {
     vec!["--kernel".into(), s("vmlinuz"), "--initrd".into(), s("initramfs.cpio.gz"), "--append".into(), "console=ttyS0 kit=boot".into()]
 }
 
+/// Start Heron on the kit with `extra` arguments and a GDB port on a free port, waiting for
+/// GDB (-S); returns the process (stdout piped when `serial`), its stderr and the `HOST:PORT`
+/// it announced there.
+fn spawn_waiting(g: &Path, extra: &[&str], serial: bool) -> (std::process::Child, BufReader<std::process::ChildStderr>, String) {
+    let mut heron = Command::new(env!("CARGO_BIN_EXE_heron"))
+        .args(kernel_args(g))
+        .args(["-S", "--gdb", "tcp:127.0.0.1:0"])
+        .args(extra)
+        .stdout(if serial { Stdio::piped() } else { Stdio::null() })
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(heron.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(line.contains("waiting for GDB on 127.0.0.1:"), "{line}");
+    (heron, err, addr)
+}
+
 /// Hex number after `tag ` in gdb's output lines (`printf "TAG %#lx\n", ...`).
 fn tagged(out: &str, tag: &str) -> Vec<u64> {
     out.lines().filter_map(|l| l.strip_prefix(tag)).map(|v| u64::from_str_radix(v.trim().trim_start_matches("0x"), 16).unwrap()).collect()
@@ -51,19 +71,7 @@ fn gdb_batch_session_on_the_kit_boot() {
     assert!(traced.len() >= 200);
     assert_eq!(traced[0], entry);
 
-    // Heron waits for GDB on a free port (-S); it says which on stderr.
-    let mut heron = Command::new(env!("CARGO_BIN_EXE_heron"))
-        .args(kernel_args(&g))
-        .args(["--wait-gdb", "--gdb", "tcp:127.0.0.1:0", "--timeout", "600"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(heron.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let port = line.trim().rsplit(':').next().unwrap().to_string();
-    assert!(line.contains("waiting for GDB on 127.0.0.1:"), "{line}");
+    let (mut heron, mut err, addr) = spawn_waiting(&g, &["--timeout", "600"], true);
     let mut stdout = heron.stdout.take().unwrap();
     let serial = std::thread::spawn(move || {
         let mut s = String::new();
@@ -75,7 +83,7 @@ fn gdb_batch_session_on_the_kit_boot() {
     let script = format!(
         r#"set pagination off
 set confirm off
-target remote 127.0.0.1:{port}
+target remote {addr}
 printf "PC0 %#lx\n", $pc
 set $i = 0
 while $i < 100
@@ -161,17 +169,7 @@ fn ctrl_c_interrupts_a_running_guest() {
     let Some(g) = guests() else {
         return;
     };
-    let mut heron = Command::new(env!("CARGO_BIN_EXE_heron"))
-        .args(kernel_args(&g))
-        .args(["-S", "--gdb", "tcp:127.0.0.1:0", "--max-insns", "300000000"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(heron.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    let (mut heron, mut err, addr) = spawn_waiting(&g, &["--max-insns", "300000000"], false);
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.write_all(&packet("?")).unwrap();
     read_until(&mut s, |g| g.contains('#'));
