@@ -163,3 +163,24 @@ fn guest_data_breakpoint_traps_after_the_write() {
     t.ram.read_bytes(DATA + 0x102, &mut b).unwrap();
     assert_eq!(b[0], 9, "the write completed");
 }
+
+#[test]
+fn debugger_memory_writes_replace_decoded_code() {
+    let code = asm(|a| {
+        a.mov(eax, 1)?;
+        a.mov(ebx, 2)
+    });
+    let mut t = TestCpu::new();
+    assert_eq!(t.run(&code, 100), ExitReason::Halted);
+    assert_eq!(t.cpu.s.regs[3], 2);
+    // Patch the immediate of `mov ebx, 2` (decoded and cached by now) through the debugger.
+    let imm = CODE + len1(&code) + 1;
+    assert_eq!(t.cpu.debug_write_linear(imm, &[7]), 1);
+    assert_eq!(t.cpu.debug_read_linear(imm), Some(7));
+    t.cpu.s.rip = CODE;
+    t.cpu.s.halted = false;
+    assert_eq!(resume(&mut t), ExitReason::Halted);
+    assert_eq!(t.cpu.s.regs[3], 7, "the patched instruction ran, not the cached block");
+    // Unmapped linear addresses are refused (the test CPU maps the first GiB).
+    assert_eq!(t.cpu.debug_write_linear(1 << 40, &[0]), 0);
+}
