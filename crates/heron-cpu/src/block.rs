@@ -45,6 +45,8 @@ pub enum ExitReason {
     /// Lockstep check mode: tier 1 and tier 0 disagreed on a block. The string names the
     /// block (RIP, instructions) and the differences.
     Divergence(String),
+    /// The external debugger's breakpoint, watchpoint or single-step (see [`crate::debug`]).
+    Debug(crate::debug::DebugStop),
 }
 
 /// Per-physical-page code marks and generation counters for invalidation.
@@ -187,6 +189,8 @@ pub struct Cpu {
     lockstep: Option<Box<Lockstep>>,
     /// Tier-0 runs of a block before tier 1 translates it, see [`Cpu::set_tier1_threshold`].
     tier1_threshold: u32,
+    /// The external debugger's breakpoints, watchpoints and single-step.
+    pub(crate) debugger: crate::debug::Debugger,
 }
 
 /// Scratch space of the lockstep check.
@@ -200,7 +204,7 @@ impl Cpu {
     /// A CPU in its RESET state over `ram`.
     pub fn new(ram: GuestRam) -> Self {
         let code = CodeMap::new(ram.size());
-        Cpu { s: CpuState::new(), ram, code, blocks: BlockMap::default(), jmp_cache: JmpCache::new(), fetch: Vec::with_capacity(4096 + 16), tracer: None, stats: Stats::default(), translator: None, lockstep: None, tier1_threshold: TIER1_THRESHOLD }
+        Cpu { s: CpuState::new(), ram, code, blocks: BlockMap::default(), jmp_cache: JmpCache::new(), fetch: Vec::with_capacity(4096 + 16), tracer: None, stats: Stats::default(), translator: None, lockstep: None, tier1_threshold: TIER1_THRESHOLD, debugger: Default::default() }
     }
 
     /// How many times tier 0 runs a block before the translator (if any) translates it:
@@ -265,13 +269,14 @@ impl Cpu {
     /// Run until `icount` reaches `until` or something needs the machine (see [`ExitReason`]).
     pub fn run(&mut self, bus: &mut dyn Bus, until: u64) -> ExitReason {
         let ram_size = self.ram.size();
-        let Cpu { s, ram, code, blocks, jmp_cache, fetch, stats, tracer, translator, lockstep, tier1_threshold } = self;
+        let Cpu { s, ram, code, blocks, jmp_cache, fetch, stats, tracer, translator, lockstep, tier1_threshold, debugger } = self;
         let (wlog, snaps) = match lockstep.as_deref_mut() {
             Some(Lockstep { log, before, interp }) => (Some(log), Some((before, interp))),
             None => (None, None),
         };
         let bits = s.code_bits();
-        let mut ctx = Ctx { s, ram, ram_size, code, bus, bits, smc: false, io_touched: false, end_block: false, stats_tlb_miss: 0, tracer: tracer.as_mut(), wlog };
+        let debug = crate::debug::DebugCtx::new(debugger, s);
+        let mut ctx = Ctx { s, ram, ram_size, code, bus, bits, smc: false, io_touched: false, end_block: false, stats_tlb_miss: 0, tracer: tracer.as_mut(), wlog, debug };
         let mut caches = Caches { blocks, jmp: jmp_cache, fetch, tier1: translator.as_deref_mut(), lockstep: snaps, tier1_threshold: *tier1_threshold };
         let r = run_loop(&mut ctx, &mut caches, stats, until);
         stats.tlb_misses += ctx.stats_tlb_miss;
@@ -321,7 +326,10 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
             ctx.s.exit_request = 0;
             return ExitReason::ExitRequest;
         }
-        if intr && ctx.s.rflags & rf::IF != 0 && !ctx.s.irq_inhibit {
+        // The debugger's single-step keeps interrupts off (as QEMU's default), except to wake
+        // a halted CPU.
+        let stepping = ctx.debug.dbg.is_some_and(|d| d.single_step) && !ctx.s.halted;
+        if intr && ctx.s.rflags & rf::IF != 0 && !ctx.s.irq_inhibit && !stepping {
             let v = ctx.bus.acknowledge_interrupt();
             intr = ctx.bus.interrupt_pending();
             stats.interrupts += 1;
@@ -344,6 +352,13 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
         };
         ctx.end_block = false;
         ctx.smc = false;
+        if crate::debug::active(ctx) {
+            link = std::ptr::null_mut();
+            if let Err(r) = crate::debug::debug_block(ctx, stats, &block.insns) {
+                return r;
+            }
+            continue;
+        }
         let tier1 = match caches.tier1.take() {
             Some(t) => {
                 let f = if ctx.tracer.is_none() && !ctx.s.irq_inhibit { enter_tier1(ctx, caches, &mut *t, stats, &block) } else { None };
@@ -634,7 +649,7 @@ fn contributory(v: u8) -> bool {
 
 /// Deliver an event; a fault during delivery follows the double-fault rules, and a fault while
 /// delivering #DF shuts the processor down.
-fn raise(ctx: &mut Ctx, stats: &mut Stats, v: u8, code: Option<u32>, src: IntSource) -> Result<(), ExitReason> {
+pub(crate) fn raise(ctx: &mut Ctx, stats: &mut Stats, v: u8, code: Option<u32>, src: IntSource) -> Result<(), ExitReason> {
     let (mut v, mut code, mut src) = (v, code, src);
     if src == IntSource::Exception {
         stats.exceptions += 1;
@@ -810,17 +825,46 @@ impl Cpu {
         out
     }
 
-    /// Read one byte at a linear address through the current page tables without side
-    /// effects (no A/D updates, no TLB fill); `None` if unmapped.
-    pub fn debug_read_linear(&self, la: u64) -> Option<u8> {
+    /// Translate linear `la` through the current page tables as an access `acc` would, without
+    /// side effects (no A/D updates, no TLB fill): the physical address, or the #PF error code
+    /// the access would raise.
+    pub fn debug_translate(&self, la: u64, acc: heron_softmmu::Access) -> Result<u64, u32> {
         use crate::state::cr;
-        use heron_softmmu::{walk, Access, PagingMode, PagingRegs};
+        use heron_softmmu::{walk, PagingMode, PagingRegs};
         let s = &*self.s;
         let mode = s.paging_mode();
+        if mode == PagingMode::None {
+            return Ok(la & s.a20_mask);
+        }
         let mut ram = self.ram.clone();
-        let slice = ram.as_mut_slice();
-        let regs = PagingRegs { cr3: s.cr3, wp: false, nxe: s.efer & cr::EFER_NXE != 0, pge: false, set_ad: false };
-        let pa = if mode == PagingMode::None { la } else { walk(slice, mode, regs, la, Access::default()).ok()?.paddr };
-        slice.get(pa as usize).copied()
+        let regs = PagingRegs { cr3: s.cr3, wp: s.cr0 & cr::CR0_WP != 0, nxe: s.efer & cr::EFER_NXE != 0, pge: false, set_ad: false };
+        walk(ram.as_mut_slice(), mode, regs, la, acc).map(|t| t.paddr & s.a20_mask).map_err(|f| f.error_code)
+    }
+
+    /// Read one byte at a linear address through the current page tables without side
+    /// effects (no A/D updates, no TLB fill); `None` if unmapped or not RAM.
+    pub fn debug_read_linear(&self, la: u64) -> Option<u8> {
+        let pa = self.debug_translate(la, heron_softmmu::Access::default()).ok()?;
+        self.ram.as_slice().get(pa as usize).copied()
+    }
+
+    /// Write `data` at linear address `la` for a debugger: page by page through the current
+    /// page tables (regardless of write protection, as a debugger may patch code), invalidating
+    /// decoded code there. Returns the number of bytes written: less than `data.len()` where a
+    /// page is unmapped or not RAM.
+    pub fn debug_write_linear(&mut self, la: u64, data: &[u8]) -> usize {
+        for (k, b) in data.iter().enumerate() {
+            let Ok(pa) = self.debug_translate(la.wrapping_add(k as u64), heron_softmmu::Access::default()) else { return k };
+            if pa >= self.ram.size() {
+                return k;
+            }
+            if self.code.is_code_page(pa & !0xFFF) {
+                self.code.invalidate_page(pa & !0xFFF);
+            }
+            if self.ram.write_bytes(pa, &[*b]).is_err() {
+                return k;
+            }
+        }
+        data.len()
     }
 }

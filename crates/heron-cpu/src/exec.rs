@@ -42,6 +42,8 @@ pub struct Ctx<'a> {
     /// Lockstep check mode: every guest RAM write is recorded here (and the REP string fast
     /// paths, which write RAM directly, are off).
     pub wlog: Option<&'a mut Vec<crate::mmu::WriteRec>>,
+    /// Debugger and guest breakpoints and watchpoints (see [`crate::debug`]).
+    pub(crate) debug: crate::debug::DebugCtx<'a>,
 }
 
 /// Where an operand lives.
@@ -1314,7 +1316,7 @@ impl Ctx<'_> {
     /// REP MOVS within single RAM pages, forward or backward (DF), as one host copy per page.
     /// Returns false when the slow element-by-element path must run instead.
     fn rep_movs_fast(&mut self, src_seg: usize, size: u32, asz: u32, step: u64) -> Res<bool> {
-        if self.wlog.is_some() {
+        if self.wlog.is_some() || !self.debug.ranges.is_empty() {
             return Ok(false);
         }
         if self.smc {
@@ -1379,7 +1381,7 @@ impl Ctx<'_> {
 
     /// REP STOS within one RAM page as one host fill. Returns false for the slow path.
     fn rep_stos_fast(&mut self, size: u32, asz: u32, step: u64) -> Res<bool> {
-        if self.wlog.is_some() {
+        if self.wlog.is_some() || !self.debug.ranges.is_empty() {
             return Ok(false);
         }
         if step as i64 != size as i64 {

@@ -9,6 +9,7 @@
 
 pub mod block;
 pub mod cpuid;
+pub mod debug;
 mod exec;
 pub mod flags;
 pub mod mmu;

@@ -85,9 +85,11 @@ impl Ctx<'_> {
         let pa = pa & self.s.a20_mask;
         let page = pa & !0xFFF;
         if page + 0x1000 <= self.ram_size {
+            // Watched pages stay out of the TLB so each access reaches the watch check.
             let ok = match kind {
-                TlbKind::Write => dirty && !self.code.is_code_page(page),
-                _ => true,
+                TlbKind::Write => dirty && !self.code.is_code_page(page) && !self.debug.page_watched(la),
+                TlbKind::Read => !self.debug.page_watched(la),
+                TlbKind::Fetch => true,
             };
             if ok {
                 let host = self.ram.host_base() as u64 + page;
@@ -130,6 +132,9 @@ impl Ctx<'_> {
     }
 
     fn read_lin_slow(&mut self, la: u64, size: u32, user: bool, kind: TlbKind) -> Res<u64> {
+        if !self.debug.ranges.is_empty() && kind == TlbKind::Read {
+            self.debug.access(la, size, false);
+        }
         if (la & 0xFFF) + size as u64 > 0x1000 {
             let mut v = 0u64;
             for k in 0..size {
@@ -167,6 +172,9 @@ impl Ctx<'_> {
     }
 
     fn write_lin_slow(&mut self, la: u64, size: u32, v: u64, user: bool) -> Res<()> {
+        if !self.debug.ranges.is_empty() {
+            self.debug.access(la, size, true);
+        }
         if (la & 0xFFF) + size as u64 > 0x1000 {
             // Translate both pages before writing anything, so a fault leaves memory unchanged.
             let second = self.wrap_la((la | 0xFFF).wrapping_add(1));

@@ -733,7 +733,9 @@ impl Ctx<'_> {
         (r as usize - Register::DR0 as usize).min(7)
     }
 
-    /// MOV to DRn: the values are kept (breakpoints are not yet acted on).
+    /// MOV to DRn (Intel SDM Vol. 3B §18.2). A new breakpoint address or DR7 re-arms the
+    /// watched ranges and drops TLB entries of pages that are now watched; the block ends so
+    /// the run loop sees whether debug checks are needed.
     pub fn mov_to_dr(&mut self, r: Register, v: u64) -> Res<()> {
         self.cr_fault_if_not_cpl0()?;
         let n = Self::dr_index(r);
@@ -742,6 +744,11 @@ impl Ctx<'_> {
             4 | 6 => self.s.dr[6] = (v & 0xE00F) | 0xFFFF_0FF0,
             5 | 7 => self.s.dr[7] = (v & 0xFFFF_2BFF) | 0x400,
             _ => return Err(Exception::ud()),
+        }
+        if n != 4 && n != 6 {
+            self.debug.rebuild(self.s);
+            self.s.tlb.flush_all();
+            self.end_block = true;
         }
         Ok(())
     }

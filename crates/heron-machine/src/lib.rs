@@ -198,7 +198,7 @@ pub enum RunOutcome {
     Timeout,
     /// `--max-insns` reached.
     InstructionLimit,
-    /// The user pressed the console escape sequence.
+    /// The user quit: the console escape sequence, or `kill` in an attached GDB.
     UserQuit,
     /// [`RunLimits::stop`] was set (a signal).
     Stopped,
@@ -206,6 +206,28 @@ pub enum RunOutcome {
     DebugExit(u32),
     /// The guest halted with interrupts enabled and nothing will ever wake it.
     Hung,
+    /// A debugger breakpoint, watchpoint or single-step stopped the CPU (see
+    /// [`heron_cpu::Cpu::set_breakpoint`]); the run can go on.
+    Debug(heron_cpu::debug::DebugStop),
+}
+
+impl RunOutcome {
+    /// The `heron` command's exit status for this outcome: 0 for a normal end (power-off,
+    /// halt, reset with `no_reboot`, quit, a debugger stop), 2 triple fault, 3 timeout or
+    /// instruction limit, 4 hung, 5 JIT divergence, 130 stopped by a signal (the command
+    /// reports the actual signal), and isa-debug-exit's `(V << 1) | 1` truncated to 8 bits as
+    /// the OS does.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            RunOutcome::PowerOff | RunOutcome::Halted | RunOutcome::Reset | RunOutcome::UserQuit | RunOutcome::Debug(_) => 0,
+            RunOutcome::TripleFault(_) => 2,
+            RunOutcome::Timeout | RunOutcome::InstructionLimit => 3,
+            RunOutcome::Hung => 4,
+            RunOutcome::Divergence(_) => 5,
+            RunOutcome::Stopped => 130,
+            RunOutcome::DebugExit(status) => (status & 0xFF) as u8,
+        }
+    }
 }
 
 /// I/O base of the IDE bus master registers when no BIOS assigns one (as SeaBIOS does on
@@ -530,6 +552,7 @@ impl Machine {
             match exit {
                 ExitReason::Budget | ExitReason::Io | ExitReason::ExitRequest => {}
                 ExitReason::Divergence(report) => break RunOutcome::Divergence(report),
+                ExitReason::Debug(stop) => break RunOutcome::Debug(stop),
                 ExitReason::TripleFault(msg) => {
                     if self.cfg.no_reboot {
                         break RunOutcome::TripleFault(msg);
@@ -621,6 +644,49 @@ impl Machine {
     /// Make every write the guest saw complete durable on the host (fsync of each image).
     pub fn flush_drives(&mut self) -> Result<(), MachineError> {
         self.board.ide.flush_all().map_err(|e| MachineError::Drive(format!("flush failed: {e}")))
+    }
+
+    /// Execution statistics as text lines (`--stats`, GDB's `monitor stats`): guest
+    /// instructions and their rate over `wall` (host time the run took), block and TLB
+    /// counters, and the lockstep and tier-1 lines when those ran.
+    pub fn stats_text(&self, wall: Duration) -> String {
+        let st = &self.cpu.stats;
+        let n = self.icount();
+        let secs = wall.as_secs_f64().max(1e-9);
+        let mut t = format!(
+            "heron: {n} guest instructions in {:.2} s ({:.1} M/s), RIP {:#x}; blocks decoded {}, code-cache flushes {}, TLB misses {}, interrupts {}, exceptions {}, SMC invalidations {}\n",
+            wall.as_secs_f64(),
+            n as f64 / secs / 1e6,
+            self.cpu.s.rip,
+            st.blocks_decoded,
+            st.cache_flushes,
+            st.tlb_misses,
+            st.interrupts,
+            st.exceptions,
+            st.smc_invalidations
+        );
+        if st.lockstep_checked + st.lockstep_unchecked > 0 {
+            t += &format!("heron: lockstep: {} blocks checked against the interpreter, {} with I/O or self-modification left unchecked\n", st.lockstep_checked, st.lockstep_unchecked);
+        }
+        if let Some(tr) = self.cpu.translator.as_deref() {
+            let ts = tr.stats();
+            t += &format!(
+                "heron: tier 1: {} translations ({} guest instructions, {:.1}% lifted, {} KiB code), {:.2} s compiling ({:.1}% of wall, {:.0} us each), {} code-cache flushes; {:.1}% of guest instructions ran in tier 1 ({} translation runs, {} entered by chaining); {:.2} TLB misses per 1000 instructions\n",
+                ts.translations,
+                ts.translated_insns,
+                100.0 * ts.lifted_insns as f64 / ts.translated_insns.max(1) as f64,
+                ts.code_bytes / 1024,
+                ts.compile_ns as f64 / 1e9,
+                100.0 * ts.compile_ns as f64 / 1e9 / secs,
+                ts.compile_ns as f64 / 1e3 / ts.translations.max(1) as f64,
+                ts.flushes,
+                100.0 * st.tier1_insns as f64 / n.max(1) as f64,
+                st.tier1_runs,
+                st.tier1_chained,
+                1000.0 * st.tlb_misses as f64 / n.max(1) as f64,
+            );
+        }
+        t
     }
 
     /// Guest instructions retired (the virtual clock).

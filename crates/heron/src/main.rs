@@ -92,6 +92,17 @@ struct Cli {
     /// to the port go to PATH or to stdout). Repeatable.
     #[arg(long = "device", value_name = "SPEC", value_parser = parse_device)]
     devices: Vec<heron_machine::device_spec::DeviceSpec>,
+    /// Listen for GDB on `tcp:HOST:PORT` (QEMU's -gdb): connect with `target remote
+    /// HOST:PORT`. While GDB has breakpoints, watchpoints or is stepping, the CPU runs the
+    /// interpreter one instruction at a time.
+    #[arg(long, value_name = "tcp:HOST:PORT")]
+    gdb: Option<String>,
+    /// Shorthand for `--gdb tcp:127.0.0.1:1234` (QEMU's -s).
+    #[arg(short = 's', conflicts_with = "gdb")]
+    gdb_default: bool,
+    /// Do not start the guest until GDB connects (QEMU's -S); needs --gdb or -s.
+    #[arg(long, short = 'S')]
+    wait_gdb: bool,
     /// Print execution statistics to standard error at exit.
     #[arg(long)]
     stats: bool,
@@ -293,12 +304,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
         let out = Box::new(std::io::BufWriter::with_capacity(1 << 20, file));
         machine.cpu.tracer = Some(heron_cpu::trace::Tracer::new(out, trace_filter(&cli)?));
     }
+    let gdb_addr = cli.gdb.clone().or(cli.gdb_default.then(|| "tcp:127.0.0.1:1234".to_string()));
+    if cli.wait_gdb && gdb_addr.is_none() {
+        bail!("--wait-gdb (-S) needs --gdb tcp:HOST:PORT or -s");
+    }
+    let gdb = gdb_addr.map(|a| heron_gdb::GdbServer::bind(&a)).transpose()?;
     let stop = signals::install();
     let limits = RunLimits { max_insns: cli.max_insns, timeout: cli.timeout.map(Duration::from_secs_f64), stop: Some(stop) };
     let mut input = console::StdinConsole::new();
     let mut out = std::io::stdout();
     let start = Instant::now();
-    let outcome = machine.run(&mut out, &mut input, limits);
+    let outcome = match &gdb {
+        Some(server) => {
+            let io = heron_gdb::RunIo { out: &mut out, input: &mut input, limits };
+            heron_gdb::run(&mut machine, server, cli.wait_gdb, io).map_err(anyhow::Error::from)
+        }
+        None => machine.run(&mut out, &mut input, limits).map_err(anyhow::Error::from),
+    };
     drop(input);
     // Whatever ended the run, make the guest's completed writes durable before exiting.
     let flushed = machine.flush_drives();
@@ -306,57 +328,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
     flushed?;
     let wall = start.elapsed();
     if cli.stats {
-        let st = &machine.cpu.stats;
-        let n = machine.icount();
-        eprintln!(
-            "heron: {n} guest instructions in {:.2} s ({:.1} M/s), RIP {:#x}; blocks decoded {}, code-cache flushes {}, TLB misses {}, interrupts {}, exceptions {}, SMC invalidations {}",
-            wall.as_secs_f64(),
-            n as f64 / wall.as_secs_f64() / 1e6,
-            machine.cpu.s.rip,
-            st.blocks_decoded,
-            st.cache_flushes,
-            st.tlb_misses,
-            st.interrupts,
-            st.exceptions,
-            st.smc_invalidations
-        );
-        if st.lockstep_checked + st.lockstep_unchecked > 0 {
-            eprintln!("heron: lockstep: {} blocks checked against the interpreter, {} with I/O or self-modification left unchecked", st.lockstep_checked, st.lockstep_unchecked);
-        }
-        if let Some(t) = machine.cpu.translator.as_deref() {
-            let ts = t.stats();
-            eprintln!(
-                "heron: tier 1: {} translations ({} guest instructions, {:.1}% lifted, {} KiB code), {:.2} s compiling ({:.1}% of wall, {:.0} us each), {} code-cache flushes; {:.1}% of guest instructions ran in tier 1 ({} translation runs, {} entered by chaining); {:.2} TLB misses per 1000 instructions",
-                ts.translations,
-                ts.translated_insns,
-                100.0 * ts.lifted_insns as f64 / ts.translated_insns.max(1) as f64,
-                ts.code_bytes / 1024,
-                ts.compile_ns as f64 / 1e9,
-                100.0 * ts.compile_ns as f64 / 1e9 / wall.as_secs_f64(),
-                ts.compile_ns as f64 / 1e3 / ts.translations.max(1) as f64,
-                ts.flushes,
-                100.0 * st.tier1_insns as f64 / n.max(1) as f64,
-                st.tier1_runs,
-                st.tier1_chained,
-                1000.0 * st.tlb_misses as f64 / n.max(1) as f64,
-            );
-        }
-    }
-    if cli.stats {
+        eprint!("{}", machine.stats_text(wall));
         eprint!("{}", machine.cpu.describe());
     }
-    let (code, why) = match outcome {
-        RunOutcome::PowerOff | RunOutcome::Halted | RunOutcome::Reset | RunOutcome::UserQuit => (0, None),
-        RunOutcome::TripleFault(msg) => (2, Some(msg)),
-        RunOutcome::Divergence(report) => (5, Some(report)),
-        RunOutcome::Timeout => (3, Some(format!("timeout after {:.1} s", wall.as_secs_f64()))),
-        RunOutcome::InstructionLimit => (3, Some(format!("instruction limit reached ({} instructions)", machine.icount()))),
-        RunOutcome::Hung => (4, Some("guest halted with interrupts enabled and nothing can wake it".to_string())),
-        // As QEMU: exit((V << 1) | 1), which the OS truncates to 8 bits.
-        RunOutcome::DebugExit(status) => ((status & 0xFF) as u8, None),
+    let mut code = outcome.exit_status();
+    let why = match outcome {
+        RunOutcome::PowerOff | RunOutcome::Halted | RunOutcome::Reset | RunOutcome::UserQuit | RunOutcome::Debug(_) | RunOutcome::DebugExit(_) => None,
+        RunOutcome::TripleFault(msg) | RunOutcome::Divergence(msg) => Some(msg),
+        RunOutcome::Timeout => Some(format!("timeout after {:.1} s", wall.as_secs_f64())),
+        RunOutcome::InstructionLimit => Some(format!("instruction limit reached ({} instructions)", machine.icount())),
+        RunOutcome::Hung => Some("guest halted with interrupts enabled and nothing can wake it".to_string()),
         RunOutcome::Stopped => {
             let sig = signals::received();
-            (128 + sig as u8, Some(format!("stopped by signal {sig}; drives flushed")))
+            code = 128 + sig as u8;
+            Some(format!("stopped by signal {sig}; drives flushed"))
         }
     };
     if let Some(w) = why {
