@@ -19,7 +19,7 @@ use cranelift_codegen::ir::types::{I32, I64, I8};
 use cranelift_codegen::ir::{Block, BlockArg, InstBuilder, MemFlagsData, SigRef, Value};
 use cranelift_codegen::packed_option::ReservedValue;
 use cranelift_frontend::{FunctionBuilder, Variable};
-use heron_cpu::state::{sreg, CcOp, CpuState, Segment};
+use heron_cpu::state::{rf, sreg, CcOp, CpuState, Segment};
 use heron_cpu::tier1::{
     helper_exec, helper_flags, helper_load, helper_raise, helper_store, JitEnv, LinkSlot, ACCESS_STACK, ACCESS_USER, STATUS_FAULT,
 };
@@ -104,6 +104,8 @@ pub(crate) struct Lifter<'a, 'f> {
     /// A link slot that is never linked, for exits without one.
     null_slot: u64,
     cur: Instruction,
+    /// The instruction after `cur` in the same block, if any.
+    next: Option<Instruction>,
     /// Guest instructions lifted (the rest went to `helper_exec`).
     pub lifted: u64,
     /// Link slots for exits to constant addresses (none when the region spans pages).
@@ -195,6 +197,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
             used_exits: [false; 4],
             null_slot,
             cur: Instruction::default(),
+            next: None,
             lifted: 0,
             links,
             inline_stores: true,
@@ -664,6 +667,9 @@ impl<'a, 'f> Lifter<'a, 'f> {
 
     /// Status flags as RFLAGS bits, computed by the helper from the stored lazy fields.
     fn flag_bits(&mut self) -> Value {
+        if let Cc::Known { op: CcOp::Eflags, src, .. } = self.cc {
+            return src;
+        }
         self.store_cc();
         let f = self.call_addr(helper_flags as *const ());
         let call = self.b.ins().call_indirect(self.sigs.flags, f, &[self.state]);
@@ -820,6 +826,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         for (k, i) in insns.iter().enumerate() {
             self.k = k as u64;
             self.cur = *i;
+            self.next = insns.get(k + 1).copied();
             self.end_used = false;
             let last = k + 1 == n;
             let retired = k as u64 + 1;
@@ -895,6 +902,24 @@ impl<'a, 'f> Lifter<'a, 'f> {
         // The instruction may have changed any register or the flags.
         self.cache = [None; 16];
         self.cc = Cc::Mem;
+    }
+
+    /// A shift or rotate of a general register by CL.
+    fn count_in_cl(i: &Instruction) -> bool {
+        i.op_count() == 2 && i.op1_kind() == OpKind::Register && i.op1_register() == Register::CL && i.op0_kind() == OpKind::Register && i.op0_register().is_gpr()
+    }
+
+    /// The next instruction of the block overwrites all six status flags without reading
+    /// them and cannot fault (a register/immediate ALU operation), so nobody can observe the
+    /// flags the current instruction leaves: they need not be computed.
+    fn flags_dead_after(&self) -> bool {
+        use iced_x86::RflagsBits as F;
+        const ALL: u32 = F::OF | F::SF | F::ZF | F::AF | F::CF | F::PF;
+        let Some(n) = self.next else { return false };
+        matches!(n.mnemonic(), M::Add | M::Sub | M::And | M::Or | M::Xor | M::Cmp | M::Test)
+            && (0..n.op_count()).all(|k| n.op_kind(k) != OpKind::Memory)
+            && n.rflags_read() & ALL == 0
+            && n.rflags_modified() & ALL == ALL
     }
 
     fn ok_dst(i: &Instruction) -> bool {
@@ -1057,6 +1082,44 @@ impl<'a, 'f> Lifter<'a, 'f> {
                 }
                 Some(Flow::Next)
             }
+            M::Shl | M::Sal | M::Shr | M::Sar if Self::count_in_cl(i) => {
+                // Count in CL (register destination): a masked count of 0 changes nothing,
+                // not even the flags, so the flag state is selected at run time.
+                let size = Self::op_size(i, 0);
+                let a = self.get_reg(i.op0_register());
+                let cl = self.get_reg(Register::CL);
+                let cnt = self.b.ins().band_imm_s(cl, if size == 8 { 63 } else { 31 });
+                let c1 = self.b.ins().iadd_imm_s(cnt, -1);
+                let (r, pre, op, src2) = match m {
+                    M::Shl | M::Sal => {
+                        let r = self.b.ins().ishl(a, cnt);
+                        let p = self.b.ins().ishl(a, c1);
+                        (self.mask_to(r, size), self.mask_to(p, size), CcOp::Shl, None)
+                    }
+                    M::Shr => (self.b.ins().ushr(a, cnt), self.b.ins().ushr(a, c1), CcOp::Shr, Some(a)),
+                    _ => {
+                        let sa = self.sext(a, size);
+                        let r = self.b.ins().sshr(sa, cnt);
+                        let p = self.b.ins().sshr(sa, c1);
+                        (self.mask_to(r, size), p, CcOp::Sar, None)
+                    }
+                };
+                let zero = self.b.ins().icmp_imm_s(IntCC::Equal, cnt, 0);
+                let out = self.b.ins().select(zero, a, r);
+                self.set_reg(i.op0_register(), out);
+                if !self.flags_dead_after() {
+                    self.cc_to_vars();
+                    let op = self.b.ins().iconst(I32, op as i64);
+                    let sz = self.b.ins().iconst(I32, size as i64);
+                    let new = [(self.ccv.op, op), (self.ccv.size, sz), (self.ccv.dst, r), (self.ccv.src, pre), (self.ccv.src2, src2.unwrap_or(a))];
+                    for (var, v) in new {
+                        let old = self.b.use_var(var);
+                        let x = self.b.ins().select(zero, old, v);
+                        self.b.def_var(var, x);
+                    }
+                }
+                Some(Flow::Next)
+            }
             M::Shl | M::Sal | M::Shr | M::Sar => {
                 if !Self::ok_dst(i) || (i.op_count() > 1 && i.op1_kind() != OpKind::Immediate8) {
                     return None;
@@ -1087,6 +1150,73 @@ impl<'a, 'f> Lifter<'a, 'f> {
                 };
                 self.write_dst(i, la, size, r);
                 self.set_cc(op, size, r, pre, src2, None);
+                Some(Flow::Next)
+            }
+            M::Rol | M::Ror => {
+                // Register destination; count 1, imm8 or CL (Intel SDM Vol. 2B RCL/RCR/ROL/ROR:
+                // CF and OF from the result, the other status flags unchanged; a masked count
+                // of 0 changes nothing).
+                let by_cl = Self::count_in_cl(i);
+                if i.op0_kind() != OpKind::Register || !i.op0_register().is_gpr() || !(by_cl || i.op_count() == 1 || i.op1_kind() == OpKind::Immediate8) {
+                    return None;
+                }
+                let size = Self::op_size(i, 0);
+                let bits = 8 * size as i64;
+                let cmask = if size == 8 { 63 } else { 31 };
+                let a = self.get_reg(i.op0_register());
+                let (cnt, zero) = if by_cl {
+                    let cl = self.get_reg(Register::CL);
+                    let c = self.b.ins().band_imm_s(cl, cmask);
+                    (c, Some(self.b.ins().icmp_imm_s(IntCC::Equal, c, 0)))
+                } else {
+                    let c = if i.op_count() > 1 { i.immediate8() as i64 } else { 1 } & cmask;
+                    if c == 0 {
+                        if size == 4 {
+                            self.set_reg(i.op0_register(), a);
+                        }
+                        return Some(Flow::Next);
+                    }
+                    (self.b.ins().iconst(I64, c), None)
+                };
+                // Rotate in the operand's width: by c mod width, as two shifts of the
+                // zero-extended value.
+                let c = self.b.ins().urem_imm_s(cnt, bits);
+                let width = self.b.ins().iconst(I64, bits);
+                let back = self.b.ins().isub(width, c);
+                let (l, r) = if m == M::Rol { (c, back) } else { (back, c) };
+                // With c = 0 one shift is by the full width: 64 wraps to 0 in Cranelift (a | a
+                // = a), a narrower width shifts everything out of the operand (a | 0): both
+                // give the unrotated value, as they must.
+                let hi = self.b.ins().ishl(a, l);
+                let lo = self.b.ins().ushr(a, r);
+                let v = self.b.ins().bor(hi, lo);
+                let res = self.mask_to(v, size);
+                let out = match zero {
+                    Some(z) => self.b.ins().select(z, a, res),
+                    None => res,
+                };
+                self.set_reg(i.op0_register(), out);
+                if !self.flags_dead_after() {
+                    let old = self.flag_bits();
+                    let sign = self.b.ins().ushr_imm_s(res, bits - 1);
+                    let sign = self.b.ins().band_imm_s(sign, 1);
+                    let (cf, of) = if m == M::Rol {
+                        let cf = self.b.ins().band_imm_s(res, 1);
+                        (cf, self.b.ins().bxor(sign, cf))
+                    } else {
+                        let b2 = self.b.ins().ushr_imm_s(res, bits - 2);
+                        let b2 = self.b.ins().band_imm_s(b2, 1);
+                        (sign, self.b.ins().bxor(sign, b2))
+                    };
+                    let kept = self.b.ins().band_imm_s(old, !(rf::CF | rf::OF) as i64 & rf::STATUS as i64);
+                    let of = self.b.ins().ishl_imm_s(of, 11);
+                    let t = self.b.ins().bor(kept, cf);
+                    let mut f = self.b.ins().bor(t, of);
+                    if let Some(z) = zero {
+                        f = self.b.ins().select(z, old, f);
+                    }
+                    self.set_cc(CcOp::Eflags, size, res, f, None, None);
+                }
                 Some(Flow::Next)
             }
             M::Imul if i.op_count() >= 2 => {
