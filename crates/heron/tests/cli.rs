@@ -114,3 +114,18 @@ fn trace_is_deterministic_and_filtered() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn gdb_options_are_checked() {
+    let k = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/guests/vmlinuz");
+    let (code, err) = heron(&["--kernel", k, "-S"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--wait-gdb (-S) needs --gdb"), "{err}");
+    let (code, err) = heron(&["--kernel", k, "--gdb", "nonsense"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid GDB address 'nonsense'"), "{err}");
+    let (code, err) = heron(&["--kernel", k, "--gdb", "tcp:1.2.3.4:5"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("GDB port 1.2.3.4:5"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
