@@ -848,7 +848,7 @@ impl Cpu {
         self.ram.as_slice().get(pa as usize).copied()
     }
 
-    /// Write `data` at linear address `la` for a debugger: page by page through the current
+    /// Write `data` at linear address `la` for a debugger: byte by byte through the current
     /// page tables (regardless of write protection, as a debugger may patch code), invalidating
     /// decoded code there. Returns the number of bytes written: less than `data.len()` where a
     /// page is unmapped or not RAM.

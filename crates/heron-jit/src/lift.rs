@@ -904,6 +904,27 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.cc = Cc::Mem;
     }
 
+    /// SHL/SHR/SAR of the zero-extended `size`-byte value `a` by `cnt` (1–63, already masked;
+    /// `c1` = `cnt` − 1; constants become immediate forms): the result, the operand shifted
+    /// by `cnt` − 1 (where CF comes from), the CC_OP and its CC_SRC2 (the original operand for
+    /// SHR's OF).
+    fn shift(&mut self, m: M, a: Value, size: u32, cnt: Value, c1: Value) -> (Value, Value, CcOp, Option<Value>) {
+        match m {
+            M::Shl | M::Sal => {
+                let r = self.b.ins().ishl(a, cnt);
+                let p = self.b.ins().ishl(a, c1);
+                (self.mask_to(r, size), self.mask_to(p, size), CcOp::Shl, None)
+            }
+            M::Shr => (self.b.ins().ushr(a, cnt), self.b.ins().ushr(a, c1), CcOp::Shr, Some(a)),
+            _ => {
+                let sa = self.sext(a, size);
+                let r = self.b.ins().sshr(sa, cnt);
+                let p = self.b.ins().sshr(sa, c1);
+                (self.mask_to(r, size), p, CcOp::Sar, None)
+            }
+        }
+    }
+
     /// A shift or rotate of a general register by CL.
     fn count_in_cl(i: &Instruction) -> bool {
         i.op_count() == 2 && i.op1_kind() == OpKind::Register && i.op1_register() == Register::CL && i.op0_kind() == OpKind::Register && i.op0_register().is_gpr()
@@ -1090,20 +1111,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
                 let cl = self.get_reg(Register::CL);
                 let cnt = self.b.ins().band_imm_s(cl, if size == 8 { 63 } else { 31 });
                 let c1 = self.b.ins().iadd_imm_s(cnt, -1);
-                let (r, pre, op, src2) = match m {
-                    M::Shl | M::Sal => {
-                        let r = self.b.ins().ishl(a, cnt);
-                        let p = self.b.ins().ishl(a, c1);
-                        (self.mask_to(r, size), self.mask_to(p, size), CcOp::Shl, None)
-                    }
-                    M::Shr => (self.b.ins().ushr(a, cnt), self.b.ins().ushr(a, c1), CcOp::Shr, Some(a)),
-                    _ => {
-                        let sa = self.sext(a, size);
-                        let r = self.b.ins().sshr(sa, cnt);
-                        let p = self.b.ins().sshr(sa, c1);
-                        (self.mask_to(r, size), p, CcOp::Sar, None)
-                    }
-                };
+                let (r, pre, op, src2) = self.shift(m, a, size, cnt, c1);
                 let zero = self.b.ins().icmp_imm_s(IntCC::Equal, cnt, 0);
                 let out = self.b.ins().select(zero, a, r);
                 self.set_reg(i.op0_register(), out);
@@ -1133,21 +1141,8 @@ impl<'a, 'f> Lifter<'a, 'f> {
                     }
                     return Some(Flow::Next);
                 }
-                let c = cnt as i64;
-                let (r, pre, op, src2) = match m {
-                    M::Shl | M::Sal => {
-                        let r = self.b.ins().ishl_imm_s(a, c);
-                        let p = self.b.ins().ishl_imm_s(a, c - 1);
-                        (self.mask_to(r, size), self.mask_to(p, size), CcOp::Shl, None)
-                    }
-                    M::Shr => (self.b.ins().ushr_imm_s(a, c), self.b.ins().ushr_imm_s(a, c - 1), CcOp::Shr, Some(a)),
-                    _ => {
-                        let sa = self.sext(a, size);
-                        let r = self.b.ins().sshr_imm_s(sa, c.min(63));
-                        let p = self.b.ins().sshr_imm_s(sa, (c - 1).min(63));
-                        (self.mask_to(r, size), p, CcOp::Sar, None)
-                    }
-                };
+                let (c, c1) = (self.iconst(cnt as u64), self.iconst(cnt as u64 - 1));
+                let (r, pre, op, src2) = self.shift(m, a, size, c, c1);
                 self.write_dst(i, la, size, r);
                 self.set_cc(op, size, r, pre, src2, None);
                 Some(Flow::Next)
