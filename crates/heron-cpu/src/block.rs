@@ -124,7 +124,7 @@ const JMP_CACHE_SIZE: usize = 4096;
 
 /// A direct-mapped cache in front of the block map, indexed by RIP (QEMU's tb_jmp_cache):
 /// most block lookups hit here without hashing.
-struct JmpCache {
+pub(crate) struct JmpCache {
     keys: Vec<(u64, u64, u32)>,
     blocks: Vec<Option<Rc<Block>>>,
 }
@@ -162,8 +162,12 @@ pub struct Stats {
     pub tier1_runs: u64,
     /// Guest instructions retired inside tier-1 translations (helpers included).
     pub tier1_insns: u64,
-    /// Translations entered straight from another through a link slot.
+    /// Translations entered straight from another through a link slot or the jump-cache
+    /// lookup ([`crate::tier1::helper_lookup`]).
     pub tier1_chained: u64,
+    /// Of those, translations found by the jump-cache lookup (indirect branches, returns,
+    /// exits not linked yet).
+    pub tier1_lookups: u64,
     /// Lockstep mode: blocks run by both tiers and compared.
     pub lockstep_checked: u64,
     /// Lockstep mode: blocks that did I/O or stored into code, kept from tier 0 unchecked.
@@ -380,7 +384,7 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
             }
             let r = match caches.lockstep.as_mut() {
                 Some((before, interp)) => lockstep_block(ctx, stats, &block, f, before, interp).map(|()| std::ptr::null_mut()),
-                None => run_tier1(ctx, stats, f, until),
+                None => run_tier1(ctx, stats, f, until, Some((&*caches.jmp, intr))),
             };
             match r {
                 Ok(l) => (link, link_epoch) = (l, stats.cache_flushes),
@@ -447,7 +451,7 @@ fn lockstep_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block, f: Tier1Fn, b
     copy_arch(before, ctx.s);
     ctx.bits = bits;
     ctx.end_block = false;
-    run_tier1(ctx, stats, f, 0)?;
+    run_tier1(ctx, stats, f, 0, None)?;
     stats.lockstep_checked += 1;
     let jlog = std::mem::take(ctx.wlog.as_deref_mut().expect("lockstep log"));
     let mut diffs = crate::state::arch_diff(interp, ctx.s);
@@ -481,11 +485,17 @@ fn lockstep_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block, f: Tier1Fn, b
 }
 
 /// Run translation `f` and the translations it chains to, while the budget lasts. Returns
-/// the link slot the last one left through (null if none).
-fn run_tier1(ctx: &mut Ctx, stats: &mut Stats, f: Tier1Fn, until: u64) -> Result<*mut LinkSlot, ExitReason> {
+/// the link slot the last one left through (null if none). `lookup`: the jump cache the
+/// translations may look their successors up in, and whether the INTR line is up (the
+/// lookup fails when an interrupt is to be taken); `None` keeps every exit in the run loop.
+fn run_tier1(ctx: &mut Ctx, stats: &mut Stats, f: Tier1Fn, until: u64, lookup: Option<(&JmpCache, bool)>) -> Result<*mut LinkSlot, ExitReason> {
     let start = ctx.s.icount;
     let mut env = crate::tier1::JitEnv::new(ctx);
     env.until = until;
+    if let Some((jmp, intr)) = lookup {
+        env.jmp = jmp;
+        env.intr = intr;
+    }
     let state: *mut crate::CpuState = &mut *ctx.s;
     let mut f = f;
     loop {
@@ -506,6 +516,7 @@ fn run_tier1(ctx: &mut Ctx, stats: &mut Stats, f: Tier1Fn, until: u64) -> Result
         stats.tier1_chained += 1;
     }
     stats.tier1_insns += ctx.s.icount - start;
+    stats.tier1_lookups += env.lookups;
     if ctx.smc {
         stats.smc_invalidations += 1;
     }
@@ -698,6 +709,47 @@ impl Block {
     }
 }
 
+/// The translation to run next after a translation left with RIP set and nothing else to
+/// do (an indirect branch, a return, an exit not linked yet): found in the jump cache
+/// without going back to the run loop (QEMU's lookup_and_goto_ptr), or 0 when the run loop
+/// must decide: an interrupt to take, a block that ended for I/O, code stores or a state
+/// change, a TLB miss on the fetch, no valid translation for this CPL. An unlinked
+/// `last_slot` of the same page is linked to it, as the run loop would.
+pub(crate) fn lookup_tier1(ctx: &mut Ctx, jmp: &JmpCache, intr: bool, last_slot: *mut LinkSlot) -> u64 {
+    if ctx.io_touched || ctx.smc || ctx.end_block || ctx.s.irq_inhibit || (intr && ctx.s.rflags & rf::IF != 0) {
+        return 0;
+    }
+    let (bits, rip) = (ctx.bits, ctx.s.rip);
+    let cs = &ctx.s.seg[sreg::CS];
+    if bits != 64 && rip > cs.limit as u64 {
+        return 0;
+    }
+    let la = if bits == 64 { rip } else { (cs.base.wrapping_add(rip)) & 0xFFFF_FFFF };
+    let cpl = ctx.s.cpl();
+    let Some(p) = ctx.s.tlb.lookup(cpl == 3, TlbKind::Fetch, la, 1) else { return 0 };
+    let key = (rip, p as u64 - ctx.ram.host_base() as u64, bits);
+    let ji = JmpCache::index(rip);
+    if jmp.keys[ji] != key {
+        return 0;
+    }
+    let Some(b) = &jmp.blocks[ji] else { return 0 };
+    match b.tier1.get() {
+        Some((f, c)) if c == cpl && b.valid(ctx.code) => {
+            if !last_slot.is_null() && b.pages[0] == b.pages[1] {
+                // SAFETY: the slot belongs to the translation that just returned, which is in
+                // the code cache (no flush happens while translations run).
+                unsafe {
+                    if (*last_slot).page == b.pages[0] {
+                        (*last_slot).target = f as usize as u64;
+                    }
+                }
+            }
+            f as usize as u64
+        }
+        _ => 0,
+    }
+}
+
 fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc<Block>, Exception> {
     let bits = ctx.bits;
     let rip = ctx.s.rip;
@@ -763,12 +815,14 @@ fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc
     }
     stats.blocks_decoded += 1;
     let p1 = pa & !0xFFF;
+    for p in [p1, page2] {
+        // A page already holding code has no write entries (they are never filled for it).
+        if !ctx.code.is_code_page(p) {
+            ctx.s.tlb.flush_writes_to(p);
+        }
+    }
     let g1 = ctx.code.mark(p1);
     let g2 = ctx.code.mark(page2);
-    ctx.s.tlb.flush_writes_to(p1);
-    if page2 != p1 {
-        ctx.s.tlb.flush_writes_to(page2);
-    }
     if caches.blocks.len() >= MAX_BLOCKS {
         caches.drop_blocks(stats);
     }

@@ -348,38 +348,26 @@ impl CpuState {
     /// Status of the CPU after RESET (Intel SDM Vol. 3A §9.1.1, Table 9-1): real mode,
     /// CS = F000 with base FFFF0000, IP = FFF0.
     pub fn new() -> Box<Self> {
-        let mut s = Box::new(CpuState {
-            regs: [0; 16],
-            rip: 0xFFF0,
-            rflags: rf::FIXED,
-            cc_op: CcOp::Eflags as u32,
-            cc_size: 4,
-            cc_dst: 0,
-            cc_src: 0,
-            cc_src2: 0,
-            seg: [Segment::real(0); 6],
-            ldtr: Segment { selector: 0, attr: 0x82, limit: 0xFFFF, base: 0 },
-            tr: Segment { selector: 0, attr: 0x8B, limit: 0xFFFF, base: 0 },
-            gdtr: TableReg { base: 0, limit: 0xFFFF },
-            idtr: TableReg { base: 0, limit: 0x3FF },
-            cr0: cr::CR0_ET | cr::CR0_CD | cr::CR0_NW,
-            cr2: 0,
-            cr3: 0,
-            cr4: 0,
-            cr8: 0,
-            efer: 0,
-            dr: [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x400],
-            xmm: [0; 16],
-            mxcsr: 0x1F80,
-            x87: X87::default(),
-            msr: Msrs { pat: 0x0007_0406_0007_0406, apic_base: 0, misc_enable: 1, ..Default::default() },
-            icount: 0,
-            exit_request: 0,
-            irq_inhibit: false,
-            halted: false,
-            a20_mask: !0,
-            tlb: Tlb::default(),
-        });
+        // Built in place: the TLB makes the state too large for the stack.
+        // SAFETY: every field of CpuState is plain data (integers, bools, arrays and
+        // `#[repr(C)]` structs of them, the `u32` CC_OP) for which all-zero bytes are valid.
+        let mut s: Box<CpuState> = unsafe { Box::new_zeroed().assume_init() };
+        s.tlb.reset();
+        s.rip = 0xFFF0;
+        s.rflags = rf::FIXED;
+        s.cc_op = CcOp::Eflags as u32;
+        s.cc_size = 4;
+        s.seg = [Segment::real(0); 6];
+        s.ldtr = Segment { selector: 0, attr: 0x82, limit: 0xFFFF, base: 0 };
+        s.tr = Segment { selector: 0, attr: 0x8B, limit: 0xFFFF, base: 0 };
+        s.gdtr = TableReg { base: 0, limit: 0xFFFF };
+        s.idtr = TableReg { base: 0, limit: 0x3FF };
+        s.cr0 = cr::CR0_ET | cr::CR0_CD | cr::CR0_NW;
+        s.dr = [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x400];
+        s.mxcsr = 0x1F80;
+        s.x87 = X87::default();
+        s.msr = Msrs { pat: 0x0007_0406_0007_0406, apic_base: 0, misc_enable: 1, ..Default::default() };
+        s.a20_mask = !0;
         s.seg[sreg::CS] = Segment { selector: 0xF000, base: 0xFFFF_0000, limit: 0xFFFF, attr: seg::P | seg::S | seg::CODE | seg::RW | seg::ACCESSED };
         s.regs[2] = 0x600; // EDX: processor signature after reset (family 6)
         s

@@ -77,6 +77,9 @@ pub struct Jit {
     lockstep: bool,
     /// `/tmp/perf-PID.map` when `HERON_PERF_MAP` is set, so `perf report` names translations.
     perf_map: Option<std::io::BufWriter<std::fs::File>>,
+    /// `HERON_JIT_DUMP=DIR`: each translation's host code (`ADDR.bin`) and guest instructions
+    /// (`ADDR.txt`) are written there, ADDR as in the perf map.
+    dump_dir: Option<std::path::PathBuf>,
     stats: TranslatorStats,
 }
 
@@ -135,6 +138,7 @@ impl Jit {
             links: LinkTable::new(LINK_SLOTS),
             lockstep: config.lockstep,
             perf_map: std::env::var_os("HERON_PERF_MAP").and_then(|_| std::fs::File::create(format!("/tmp/perf-{}.map", std::process::id())).ok()).map(std::io::BufWriter::new),
+            dump_dir: std::env::var_os("HERON_JIT_DUMP").map(std::path::PathBuf::from).filter(|d| std::fs::create_dir_all(d).is_ok()),
             stats: TranslatorStats::default(),
         })
     }
@@ -157,12 +161,13 @@ impl Translator for Jit {
         self.ctx.clear();
         self.ctx.func.signature = self.sig(&[I64, I64], Some(I64));
         self.ctx.func.name = UserFuncName::user(0, self.stats.translations as u32);
-        let (exec, load, store, flags, raise) = (
+        let (exec, load, store, flags, raise, lookup) = (
             self.sig(&[I64, I64], Some(I32)),
             self.sig(&[I64, I64, I32], Some(I64)),
             self.sig(&[I64, I64, I64, I32], None),
             self.sig(&[I64], Some(I64)),
             self.sig(&[I64, I32, I32], None),
+            self.sig(&[I64], Some(I64)),
         );
         let lifted;
         let frontend = self.isa.frontend_config();
@@ -174,6 +179,7 @@ impl Translator for Jit {
                 store: b.import_signature(store),
                 flags: b.import_signature(flags),
                 raise: b.import_signature(raise),
+                lookup: b.import_signature(lookup),
             };
             let entry = b.create_block();
             b.append_block_params_for_function_params(entry);
@@ -201,6 +207,12 @@ impl Translator for Jit {
             // perf's JIT symbol map (tools/perf/Documentation/jit-interface.txt).
             let _ = writeln!(map, "{:x} {:x} guest_{:x}_{}i", p as usize, len, tb.blocks[0][0].ip(), insns.iter().map(|b| b.len()).sum::<usize>());
             let _ = map.flush();
+        }
+        if let Some(dir) = &self.dump_dir {
+            // The host code and the guest instructions it came from, for `objdump -b binary`.
+            let _ = std::fs::write(dir.join(format!("{:x}.bin", p as usize)), bytes);
+            let text: String = insns.iter().map(|b| b.iter().map(|i| format!("{:016x}  {i}\n", i.ip())).collect::<String>() + "--\n").collect();
+            let _ = std::fs::write(dir.join(format!("{:x}.txt", p as usize)), text);
         }
         self.stats.translations += 1;
         self.stats.translated_insns += insns.iter().map(|b| b.len() as u64).sum::<u64>();

@@ -21,7 +21,7 @@ use cranelift_codegen::packed_option::ReservedValue;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use heron_cpu::state::{rf, sreg, CcOp, CpuState, Segment};
 use heron_cpu::tier1::{
-    helper_exec, helper_flags, helper_load, helper_raise, helper_store, JitEnv, LinkSlot, ACCESS_STACK, ACCESS_USER, STATUS_FAULT,
+    helper_exec, helper_flags, helper_load, helper_lookup, helper_raise, helper_store, JitEnv, LinkSlot, ACCESS_STACK, ACCESS_USER, STATUS_FAULT,
 };
 use heron_softmmu::{Tlb, TlbEntry, TlbKind};
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
@@ -38,6 +38,8 @@ pub(crate) struct Sigs {
     pub flags: SigRef,
     /// `fn(env, vector, code)`.
     pub raise: SigRef,
+    /// `fn(env) -> u64`.
+    pub lookup: SigRef,
 }
 
 /// What the translation knows about the status flags at the current point.
@@ -448,13 +450,25 @@ impl<'a, 'f> Lifter<'a, 'f> {
             let params = self.b.block_params(blk).to_vec();
             self.writeback();
             self.b.ins().store(TRUSTED, params[0], self.state, offset_of!(CpuState, rip) as i32);
-            let r = if n < 2 {
-                self.b.ins().store(TRUSTED, params[1], self.state, offset_of!(CpuState, icount) as i32);
-                self.b.ins().store(TRUSTED, params[2], self.env, JitEnv::LAST_SLOT_OFFSET);
-                self.b.ins().load(I64, TRUSTED, params[2], offset_of!(LinkSlot, target) as i32)
-            } else {
-                self.b.ins().iconst(I64, 0)
-            };
+            if n >= 2 {
+                let z = self.b.ins().iconst(I64, 0);
+                self.b.ins().return_(&[z]);
+                continue;
+            }
+            self.b.ins().store(TRUSTED, params[1], self.state, offset_of!(CpuState, icount) as i32);
+            self.b.ins().store(TRUSTED, params[2], self.env, JitEnv::LAST_SLOT_OFFSET);
+            // A linked slot gives the next translation; otherwise look it up.
+            let t = self.b.ins().load(I64, TRUSTED, params[2], offset_of!(LinkSlot, target) as i32);
+            let lookup = self.b.create_block();
+            self.b.set_cold_block(lookup);
+            let linked = self.b.create_block();
+            self.b.ins().brif(t, linked, &[], lookup, &[]);
+            self.b.switch_to_block(linked);
+            self.b.ins().return_(&[t]);
+            self.b.switch_to_block(lookup);
+            let f = self.call_addr(helper_lookup as *const ());
+            let call = self.b.ins().call_indirect(self.sigs.lookup, f, &[self.env]);
+            let r = self.b.inst_results(call)[0];
             self.b.ins().return_(&[r]);
         }
     }

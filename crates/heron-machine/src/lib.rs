@@ -671,7 +671,7 @@ impl Machine {
         if let Some(tr) = self.cpu.translator.as_deref() {
             let ts = tr.stats();
             t += &format!(
-                "heron: tier 1: {} translations ({} guest instructions, {:.1}% lifted, {} KiB code), {:.2} s compiling ({:.1}% of wall, {:.0} us each), {} code-cache flushes; {:.1}% of guest instructions ran in tier 1 ({} translation runs, {} entered by chaining); {:.2} TLB misses per 1000 instructions\n",
+                "heron: tier 1: {} translations ({} guest instructions, {:.1}% lifted, {} KiB code), {:.2} s compiling ({:.1}% of wall, {:.0} us each), {} code-cache flushes; {:.1}% of guest instructions ran in tier 1 ({} translation runs, {} entered from another: {} by link, {} by lookup); {:.2} TLB misses per 1000 instructions\n",
                 ts.translations,
                 ts.translated_insns,
                 100.0 * ts.lifted_insns as f64 / ts.translated_insns.max(1) as f64,
@@ -683,6 +683,8 @@ impl Machine {
                 100.0 * st.tier1_insns as f64 / n.max(1) as f64,
                 st.tier1_runs,
                 st.tier1_chained,
+                st.tier1_chained - st.tier1_lookups,
+                st.tier1_lookups,
                 1000.0 * st.tlb_misses as f64 / n.max(1) as f64,
             );
         }
