@@ -121,7 +121,8 @@ impl Jit {
     pub fn new(config: &JitConfig) -> Result<Self, JitError> {
         let mut flags = settings::builder();
         let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| JitError::Isa(format!("{k}={v}: {e}")));
-        set(&mut flags, "opt_level", config.opt_level)?;
+        let opt = std::env::var("HERON_JIT_OPT").ok();
+        set(&mut flags, "opt_level", opt.as_deref().unwrap_or(config.opt_level))?;
         set(&mut flags, "regalloc_algorithm", config.regalloc)?;
         set(&mut flags, "enable_verifier", "false")?;
         set(&mut flags, "unwind_info", "false")?;

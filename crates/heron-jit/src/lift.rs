@@ -80,10 +80,15 @@ pub(crate) struct Lifter<'a, 'f> {
     pub env: Value,
     pub state: Value,
     pub sigs: Sigs,
-    /// Guest registers already read or written in the current block (mainline values): the
-    /// state is written through at every register write, so exits need no write-back and
-    /// register values need not stay live across the translation.
+    /// Guest registers already read or written in the current block (mainline values).
     cache: [Option<Value>; 16],
+    /// Registers (bit n: `cache[n]`) written in the current block and not yet stored to the
+    /// state: stored before every exit, helper call and fault path, so values stay live only
+    /// within a block (an instruction writes registers after its last memory access, so a
+    /// fault path stores the state before the faulting instruction).
+    dirty: u16,
+    /// Values whose upper 32 bits are known to be zero (no `mov r32, r32` needed again).
+    zx: std::collections::HashSet<Value>,
     cc: Cc,
     ccv: CcVars,
     /// `icount` at the start of the current region block, and its variable.
@@ -185,6 +190,8 @@ impl<'a, 'f> Lifter<'a, 'f> {
             state,
             sigs,
             cache: [None; 16],
+            dirty: 0,
+            zx: Default::default(),
             cc: Cc::Mem,
             ccv,
             icount0,
@@ -218,11 +225,21 @@ impl<'a, 'f> Lifter<'a, 'f> {
         v
     }
 
-    /// Write register `n` (through to the state: an instruction writes registers only after
-    /// its last memory access, so a fault still sees the state before it).
+    /// Write register `n` (stored to the state later: see `dirty`).
     fn set_full(&mut self, n: usize, v: Value) {
-        self.b.ins().store(TRUSTED, v, self.state, reg_off(n));
         self.cache[n] = Some(v);
+        self.dirty |= 1 << n;
+    }
+
+    /// Store the dirty registers to the state, in the current IR block (they stay marked
+    /// dirty: the caller clears `dirty` where the code that goes on has them stored).
+    fn store_dirty(&mut self) {
+        for n in 0..16 {
+            if self.dirty & 1 << n != 0 {
+                let v = self.cache[n].expect("a dirty register is cached");
+                self.b.ins().store(TRUSTED, v, self.state, reg_off(n));
+            }
+        }
     }
 
     fn iconst(&mut self, v: u64) -> Value {
@@ -230,11 +247,23 @@ impl<'a, 'f> Lifter<'a, 'f> {
     }
 
     fn mask_to(&mut self, v: Value, size: u32) -> Value {
-        if size >= 8 {
-            v
-        } else {
-            self.b.ins().band_imm_s(v, mask(size) as i64)
+        match size {
+            8.. => v,
+            4 => self.zext32(v),
+            _ => self.b.ins().band_imm_s(v, mask(size) as i64),
         }
+    }
+
+    /// The low 32 bits of `v`, zero-extended: one `mov r32, r32` on x86-64 (an AND with
+    /// 0xFFFF_FFFF would load its mask from the constant pool).
+    fn zext32(&mut self, v: Value) -> Value {
+        if self.zx.contains(&v) {
+            return v;
+        }
+        let t = self.b.ins().ireduce(I32, v);
+        let r = self.b.ins().uextend(I64, t);
+        self.zx.insert(r);
+        r
     }
 
     /// Sign-extend the low `size` bytes of `v` to 64 bits.
@@ -264,7 +293,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         let (n, size, hi) = gpr(r).expect("general register");
         let nv = match (size, hi) {
             (8, _) => v,
-            (4, _) => self.b.ins().band_imm_s(v, 0xFFFF_FFFF),
+            (4, _) => self.zext32(v),
             (1, true) => {
                 let old = self.full(n);
                 let o = self.b.ins().band_imm_s(old, !0xFF00i64);
@@ -365,6 +394,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
     /// `rip`, through link slot `slot` if given (the shared exit returns what it holds: the
     /// next translation or 0).
     fn exit(&mut self, rip: Value, retired: u64, slot: Option<u64>) {
+        self.store_dirty();
         let ic = self.b.ins().iadd_imm_s(self.icount0, retired as i64);
         let slot = self.iconst(slot.unwrap_or(self.null_slot));
         let target = self.shared_exit(0);
@@ -397,6 +427,10 @@ impl<'a, 'f> Lifter<'a, 'f> {
             self.exit(rip, retired, slot);
             return;
         };
+        // Both ways out store the registers; the block code that goes on (the other edge of
+        // a conditional branch) still has them dirty.
+        self.store_dirty();
+        let dirty = std::mem::take(&mut self.dirty);
         let ic = self.b.ins().iadd_imm_s(self.icount0, retired as i64);
         let until = self.b.use_var(self.until);
         let mut stop = self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, ic, until);
@@ -416,6 +450,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.cc_to_vars();
         self.b.def_var(self.ic, ic);
         self.b.ins().jump(blk, &[]);
+        self.dirty = dirty;
     }
 
     /// Jump (or branch when `cond`, else go on to a new block) to the shared fault exit:
@@ -423,18 +458,19 @@ impl<'a, 'f> Lifter<'a, 'f> {
     /// already stored.
     fn branch_to_fault_exit(&mut self, cond: Option<Value>) {
         let target = self.shared_exit(2);
+        let ok = cond.map(|c| {
+            let (fault, ok) = (self.b.create_block(), self.b.create_block());
+            self.b.set_cold_block(fault);
+            self.b.set_cold_block(ok);
+            self.b.ins().brif(c, fault, &[], ok, &[]);
+            self.b.switch_to_block(fault);
+            ok
+        });
+        self.store_dirty();
         let ip = self.iconst(self.cur.ip());
-        let args = [BlockArg::Value(ip)];
-        match cond {
-            Some(c) => {
-                let ok = self.b.create_block();
-                self.b.set_cold_block(ok);
-                self.b.ins().brif(c, target, &args, ok, &[]);
-                self.b.switch_to_block(ok);
-            }
-            None => {
-                self.b.ins().jump(target, &args);
-            }
+        self.b.ins().jump(target, &[BlockArg::Value(ip)]);
+        if let Some(ok) = ok {
+            self.b.switch_to_block(ok);
         }
     }
 
@@ -482,9 +518,9 @@ impl<'a, 'f> Lifter<'a, 'f> {
     /// Entry address of the TLB slot for `la` in table `(user, kind)`, minus the table offset.
     fn tlb_slot(&mut self, la: Value) -> Value {
         debug_assert_eq!(size_of::<TlbEntry>(), 32);
-        let idx = self.b.ins().ushr_imm_s(la, 12);
-        let idx = self.b.ins().band_imm_s(idx, (heron_softmmu::tlb::TLB_SIZE - 1) as i64);
-        let off = self.b.ins().ishl_imm_s(idx, 5);
+        // ((la >> 12) & (TLB_SIZE - 1)) * 32, in two operations.
+        let sh = self.b.ins().ushr_imm_s(la, 12 - 5);
+        let off = self.b.ins().band_imm_s(sh, ((heron_softmmu::tlb::TLB_SIZE - 1) << 5) as i64);
         self.b.ins().iadd(self.state, off)
     }
 
@@ -494,8 +530,12 @@ impl<'a, 'f> Lifter<'a, 'f> {
         let st = self.b.ins().load(I32, TRUSTED, self.env, JitEnv::STATUS_OFFSET);
         let is_fault = self.b.ins().icmp_imm_s(IntCC::Equal, st, STATUS_FAULT as i64);
         self.branch_to_fault_exit(Some(is_fault));
-        let e = self.b.use_var(self.end);
-        let e = self.b.ins().bor(e, st);
+        let e = if self.end_used {
+            let e = self.b.use_var(self.end);
+            self.b.ins().bor(e, st)
+        } else {
+            st
+        };
         self.b.def_var(self.end, e);
         self.end_used = true;
         self.b.ins().jump(join, &[]);
@@ -523,6 +563,12 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.b.set_cold_block(slow);
         self.b.ins().brif(hit, fast, &[], slow, &[]);
         self.b.switch_to_block(fast);
+        if !self.end_used {
+            // The instruction's first access defines `end` on both paths, so it lives only
+            // until the check after this instruction (not across the whole region).
+            let z = self.b.ins().iconst(I32, 0);
+            self.b.def_var(self.end, z);
+        }
         let addend = self.b.ins().load(I64, TRUSTED, slot, off + offset_of!(TlbEntry, addend) as i32);
         (self.b.ins().iadd(la, addend), slow, join)
     }
@@ -533,7 +579,11 @@ impl<'a, 'f> Lifter<'a, 'f> {
         let v = match size {
             1 => self.b.ins().uload8(I64, fl, host, 0),
             2 => self.b.ins().uload16(I64, fl, host, 0),
-            4 => self.b.ins().uload32(fl, host, 0),
+            4 => {
+                let v = self.b.ins().uload32(fl, host, 0);
+                self.zx.insert(v);
+                v
+            }
             _ => self.b.ins().load(I64, fl, host, 0),
         };
         self.b.def_var(self.tmp, v);
@@ -623,24 +673,32 @@ impl<'a, 'f> Lifter<'a, 'f> {
         } else if base == Register::EIP {
             self.iconst(disp & 0xFFFF_FFFF)
         } else {
-            let mut a = self.iconst(disp);
+            let mut a = None;
             let mut asz = 8;
             if base != Register::None {
-                let v = self.get_reg(base);
-                a = self.b.ins().iadd(a, v);
+                a = Some(self.get_reg(base));
                 asz = base.size();
             }
             if index != Register::None {
                 let v = self.get_reg(index);
                 let sh = i.memory_index_scale().trailing_zeros() as i64;
                 let v = if sh > 0 { self.b.ins().ishl_imm_s(v, sh) } else { v };
-                a = self.b.ins().iadd(a, v);
+                a = Some(match a {
+                    Some(a) => self.b.ins().iadd(a, v),
+                    None => v,
+                });
                 asz = index.size();
             }
+            let a = match a {
+                Some(a) if disp == 0 => a,
+                Some(a) => self.b.ins().iadd_imm_s(a, disp as i64),
+                None => self.iconst(disp),
+            };
             if asz == 4 {
-                a = self.b.ins().band_imm_s(a, 0xFFFF_FFFF);
+                self.zext32(a)
+            } else {
+                a
             }
-            a
         }
     }
 
@@ -826,6 +884,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
             self.cc = if j == 0 && !loops_to_entry { Cc::Mem } else { Cc::Vars };
             self.icount0 = self.b.use_var(self.ic);
             self.cache = [None; 16];
+            self.dirty = 0;
             self.lift_block(insns);
         }
         self.finish_exits();
@@ -900,6 +959,8 @@ impl<'a, 'f> Lifter<'a, 'f> {
 
     /// Run `i` through tier 0.
     fn call_exec(&mut self, i: &Instruction) {
+        self.store_dirty();
+        self.dirty = 0;
         self.writeback();
         self.cc = Cc::Mem;
         self.store_icount(self.k);
