@@ -15,7 +15,7 @@ use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, 
 use crate::exec::Ctx;
 use crate::state::{rf, sreg, CpuState};
 use crate::system::{IntSource, SOFT_INT_FLAG};
-use crate::tier1::{LinkSlot, TbInfo, Tier1Fn, TranslateError, Translator};
+use crate::tier1::{JumpEntry, LinkSlot, TbInfo, Tier1Fn, TranslateError, Translator};
 use crate::{vec, Exception};
 
 /// Most instructions in one block.
@@ -53,12 +53,14 @@ pub enum ExitReason {
 pub struct CodeMap {
     has_code: Vec<bool>,
     gen: Vec<u32>,
+    /// Page invalidations so far: caches of translations are valid only for one epoch.
+    epoch: u64,
 }
 
 impl CodeMap {
     fn new(ram_size: u64) -> Self {
         let pages = (ram_size / 4096) as usize + 1;
-        CodeMap { has_code: vec![false; pages], gen: vec![0; pages] }
+        CodeMap { has_code: vec![false; pages], gen: vec![0; pages], epoch: 0 }
     }
 
     /// Does guest-physical page `pa` hold decoded code?
@@ -73,6 +75,7 @@ impl CodeMap {
         if p < self.has_code.len() {
             self.has_code[p] = false;
             self.gen[p] = self.gen[p].wrapping_add(1);
+            self.epoch += 1;
         }
     }
 
@@ -119,27 +122,43 @@ impl Hasher for FxHasher {
 }
 type BlockMap = HashMap<(u64, u64, u32), Rc<Block>, BuildHasherDefault<FxHasher>>;
 
-/// Entries of the jump cache (a power of two).
-const JMP_CACHE_SIZE: usize = 4096;
+/// Entries of the jump cache.
+const JMP_CACHE_SIZE: usize = crate::tier1::JUMP_CACHE_SIZE;
 
 /// A direct-mapped cache in front of the block map, indexed by RIP (QEMU's tb_jmp_cache):
-/// most block lookups hit here without hashing.
+/// most block lookups hit here without hashing. Beside it, the translations the run loop
+/// entered, by RIP, for [`lookup_tier1`].
 pub(crate) struct JmpCache {
     keys: Vec<(u64, u64, u32)>,
     blocks: Vec<Option<Rc<Block>>>,
+    tier1: Vec<JumpEntry>,
+    /// The [`CodeMap`] epoch the `tier1` entries belong to (older entries are never used).
+    tier1_epoch: u64,
 }
 
 impl JmpCache {
     fn new() -> Self {
-        JmpCache { keys: vec![(u64::MAX, 0, 0); JMP_CACHE_SIZE], blocks: vec![None; JMP_CACHE_SIZE] }
+        JmpCache { keys: vec![(u64::MAX, 0, 0); JMP_CACHE_SIZE], blocks: vec![None; JMP_CACHE_SIZE], tier1: vec![JumpEntry::EMPTY; JMP_CACHE_SIZE], tier1_epoch: 0 }
     }
     #[inline]
     fn index(rip: u64) -> usize {
-        ((rip ^ (rip >> 12)) as usize) & (JMP_CACHE_SIZE - 1)
+        crate::tier1::jump_cache_index(rip)
     }
     fn clear(&mut self) {
         self.keys.fill((u64::MAX, 0, 0));
         self.blocks.fill(None);
+        self.tier1.fill(JumpEntry::EMPTY);
+    }
+
+    /// Note that translation `f` runs `block` at the current RIP, CPL and code size.
+    fn set_tier1(&mut self, ctx: &Ctx, block: &Block, f: Tier1Fn) {
+        if self.tier1_epoch != ctx.code.epoch {
+            self.tier1.fill(JumpEntry::EMPTY);
+            self.tier1_epoch = ctx.code.epoch;
+        }
+        let rip = ctx.s.rip;
+        let mode = JumpEntry::mode(ctx.bits, ctx.s.cpl(), block.pages[0] == block.pages[1]);
+        self.tier1[Self::index(rip)] = JumpEntry { rip, page: block.pages[0], mode, f: Some(f) };
     }
 }
 
@@ -372,6 +391,7 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
             None => None,
         };
         if let Some(f) = tier1 {
+            caches.jmp.set_tier1(ctx, &block, f);
             // A flush since the link was taken emptied its slot table.
             if !link.is_null() && link_epoch == stats.cache_flushes && block.pages[0] == block.pages[1] {
                 // SAFETY: `link` came from a translation still in the code cache (a flush
@@ -495,6 +515,11 @@ fn run_tier1(ctx: &mut Ctx, stats: &mut Stats, f: Tier1Fn, until: u64, lookup: O
     if let Some((jmp, intr)) = lookup {
         env.jmp = jmp;
         env.intr = intr;
+        // Within this call the epoch changes only through stores into code, after which
+        // translations go back to the run loop without looking up.
+        if jmp.tier1_epoch == ctx.code.epoch && !intr {
+            env.jump_table = jmp.tier1.as_ptr();
+        }
     }
     let state: *mut crate::CpuState = &mut *ctx.s;
     let mut f = f;
@@ -719,35 +744,37 @@ pub(crate) fn lookup_tier1(ctx: &mut Ctx, jmp: &JmpCache, intr: bool, last_slot:
     if ctx.io_touched || ctx.smc || ctx.end_block || ctx.s.irq_inhibit || (intr && ctx.s.rflags & rf::IF != 0) {
         return 0;
     }
+    // Code was invalidated since the entries were made: the run loop starts them afresh.
+    if jmp.tier1_epoch != ctx.code.epoch {
+        return 0;
+    }
     let (bits, rip) = (ctx.bits, ctx.s.rip);
+    let e = &jmp.tier1[JmpCache::index(rip)];
+    let cpl = ctx.s.cpl();
+    if e.rip != rip || e.mode & !JumpEntry::ONE_PAGE != JumpEntry::mode(bits, cpl, false) {
+        return 0;
+    }
+    let Some(f) = e.f else { return 0 };
     let cs = &ctx.s.seg[sreg::CS];
     if bits != 64 && rip > cs.limit as u64 {
         return 0;
     }
     let la = if bits == 64 { rip } else { (cs.base.wrapping_add(rip)) & 0xFFFF_FFFF };
-    let cpl = ctx.s.cpl();
+    // The linear page still maps to the physical page the block was decoded from.
     let Some(p) = ctx.s.tlb.lookup(cpl == 3, TlbKind::Fetch, la, 1) else { return 0 };
-    let key = (rip, p as u64 - ctx.ram.host_base() as u64, bits);
-    let ji = JmpCache::index(rip);
-    if jmp.keys[ji] != key {
+    if (p as u64 - ctx.ram.host_base() as u64) & !0xFFF != e.page {
         return 0;
     }
-    let Some(b) = &jmp.blocks[ji] else { return 0 };
-    match b.tier1.get() {
-        Some((f, c)) if c == cpl && b.valid(ctx.code) => {
-            if !last_slot.is_null() && b.pages[0] == b.pages[1] {
-                // SAFETY: the slot belongs to the translation that just returned, which is in
-                // the code cache (no flush happens while translations run).
-                unsafe {
-                    if (*last_slot).page == b.pages[0] {
-                        (*last_slot).target = f as usize as u64;
-                    }
-                }
+    if !last_slot.is_null() && e.mode & JumpEntry::ONE_PAGE != 0 {
+        // SAFETY: the slot belongs to the translation that just returned, which is in the
+        // code cache (no flush happens while translations run).
+        unsafe {
+            if (*last_slot).page == e.page {
+                (*last_slot).target = f as usize as u64;
             }
-            f as usize as u64
         }
-        _ => 0,
     }
+    f as usize as u64
 }
 
 fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc<Block>, Exception> {

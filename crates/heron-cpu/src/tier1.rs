@@ -40,6 +40,53 @@ pub struct LinkSlot {
     pub page: u64,
 }
 
+/// Entries of the run loop's table of translations by RIP (a power of two).
+pub const JUMP_CACHE_SIZE: usize = 4096;
+
+/// Index of RIP `rip` in the table of [`JumpEntry`]s.
+#[inline]
+pub fn jump_cache_index(rip: u64) -> usize {
+    ((rip ^ (rip >> 12)) as usize) & (JUMP_CACHE_SIZE - 1)
+}
+
+/// One entry of the run loop's table of translations by RIP (QEMU's tb_jmp_cache), which
+/// translated code searches inline at exits without a linked successor: valid while the
+/// fetch TLB maps `rip`'s linear page to guest-physical `page` (the table is emptied when
+/// code is invalidated anywhere). `#[repr(C)]`: translated code reads it at fixed offsets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct JumpEntry {
+    /// Guest RIP of the block, or `u64::MAX` for an empty entry.
+    pub rip: u64,
+    /// Guest-physical page the block was decoded from.
+    pub page: u64,
+    /// [`JumpEntry::mode`] of the translation.
+    pub mode: u32,
+    /// The translation.
+    pub f: Option<Tier1Fn>,
+}
+
+impl JumpEntry {
+    /// An empty entry.
+    pub const EMPTY: JumpEntry = JumpEntry { rip: u64::MAX, page: 0, mode: 0, f: None };
+    /// Byte offsets of the fields.
+    pub const RIP_OFFSET: i32 = std::mem::offset_of!(JumpEntry, rip) as i32;
+    #[allow(missing_docs)]
+    pub const PAGE_OFFSET: i32 = std::mem::offset_of!(JumpEntry, page) as i32;
+    #[allow(missing_docs)]
+    pub const MODE_OFFSET: i32 = std::mem::offset_of!(JumpEntry, mode) as i32;
+    #[allow(missing_docs)]
+    pub const F_OFFSET: i32 = std::mem::offset_of!(JumpEntry, f) as i32;
+    /// [`JumpEntry::mode`] bit: the block lies in one page (a link slot of that page may
+    /// point to it).
+    pub const ONE_PAGE: u32 = 1 << 16;
+
+    /// The mode key: code size in bits, CPL, and [`JumpEntry::ONE_PAGE`].
+    pub fn mode(bits: u32, cpl: u8, one_page: bool) -> u32 {
+        bits | (cpl as u32) << 8 | if one_page { Self::ONE_PAGE } else { 0 }
+    }
+}
+
 /// `flags` bit of [`helper_load`]/[`helper_store`]: the access uses SS (a fault is #SS(0), not
 /// #GP(0): Intel SDM Vol. 3A §6.15, interrupt 12).
 pub const ACCESS_STACK: u32 = 1 << 8;
@@ -71,10 +118,13 @@ pub struct JitEnv {
     /// The run loop's jump cache for [`helper_lookup`], or null (lockstep mode: every exit
     /// goes back to the run loop).
     pub(crate) jmp: *const crate::block::JmpCache,
+    /// Its table of [`JumpEntry`]s ([`JUMP_CACHE_SIZE`] of them) for the inline lookup, or
+    /// null when translated code must not look up (lockstep mode, or entries of an old epoch).
+    pub jump_table: *const JumpEntry,
     /// The INTR line was up when the run loop entered the translation.
     pub(crate) intr: bool,
-    /// Successful [`helper_lookup`] calls.
-    pub(crate) lookups: u64,
+    /// Successors found by lookup (inline or [`helper_lookup`]).
+    pub lookups: u64,
 }
 
 impl JitEnv {
@@ -82,11 +132,15 @@ impl JitEnv {
     pub const STATUS_OFFSET: i32 = std::mem::offset_of!(JitEnv, status) as i32;
     /// Byte offset of [`JitEnv::until`].
     pub const UNTIL_OFFSET: i32 = std::mem::offset_of!(JitEnv, until) as i32;
+    /// Byte offset of [`JitEnv::lookups`].
+    pub const LOOKUPS_OFFSET: i32 = std::mem::offset_of!(JitEnv, lookups) as i32;
+    /// Byte offset of [`JitEnv::jump_table`].
+    pub const JUMP_TABLE_OFFSET: i32 = std::mem::offset_of!(JitEnv, jump_table) as i32;
     /// Byte offset of [`JitEnv::last_slot`].
     pub const LAST_SLOT_OFFSET: i32 = std::mem::offset_of!(JitEnv, last_slot) as i32;
 
     pub(crate) fn new(ctx: &mut Ctx) -> Self {
-        JitEnv { status: STATUS_OK, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None, jmp: std::ptr::null(), intr: false, lookups: 0 }
+        JitEnv { status: STATUS_OK, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None, jmp: std::ptr::null(), jump_table: std::ptr::null(), intr: false, lookups: 0 }
     }
 
     /// The exception a translation left pending (vector, error code, source).

@@ -91,7 +91,7 @@ pub(crate) struct LinkTable {
 
 impl LinkTable {
     fn new(n: usize) -> Self {
-        LinkTable { slots: (0..n).map(|_| LinkSlot { target: 0, page: u64::MAX }).collect(), used: 1 }
+        LinkTable { slots: (0..n).map(|_| LinkSlot { target: 0, page: u64::MAX }).collect(), used: 2 }
     }
 
     /// A fresh slot for an exit of a region in guest-physical page `page`: its address, or
@@ -108,8 +108,14 @@ impl LinkTable {
         &mut self.slots[0] as *mut LinkSlot as u64
     }
 
+    /// Slot 1: like slot 0, for exits that must go back to the run loop without looking the
+    /// next translation up (budget or exit request, I/O, stores into code).
+    fn stop_slot(&mut self) -> u64 {
+        &mut self.slots[1] as *mut LinkSlot as u64
+    }
+
     fn reset(&mut self) {
-        self.used = 1;
+        self.used = 2;
     }
 }
 
@@ -187,9 +193,12 @@ impl Translator for Jit {
             b.switch_to_block(entry);
             let (env, state) = (b.block_params(entry)[0], b.block_params(entry)[1]);
             let null_slot = self.links.null_slot();
+            let stop_slot = self.links.stop_slot();
             let links = tb.page.map(|p| (&mut self.links, p));
             let mut l = lift::Lifter::new(&mut b, env, state, sigs, tb.cpl == 3, links, null_slot);
             l.inline_stores = !self.lockstep;
+            l.stop_slot = stop_slot;
+            l.mode_key = heron_cpu::tier1::JumpEntry::mode(tb.bits, tb.cpl, false);
             let blocks: Vec<&[Instruction]> = insns.iter().map(|b| &b[..]).collect();
             l.lift_region(&blocks);
             lifted = l.lifted;

@@ -21,7 +21,7 @@ use cranelift_codegen::packed_option::ReservedValue;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use heron_cpu::state::{rf, sreg, CcOp, CpuState, Segment};
 use heron_cpu::tier1::{
-    helper_exec, helper_flags, helper_load, helper_lookup, helper_raise, helper_store, JitEnv, LinkSlot, ACCESS_STACK, ACCESS_USER, STATUS_FAULT,
+    helper_exec, helper_flags, helper_load, helper_lookup, helper_raise, helper_store, JitEnv, JumpEntry, LinkSlot, ACCESS_STACK, ACCESS_USER, STATUS_FAULT,
 };
 use heron_softmmu::{Tlb, TlbEntry, TlbKind};
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
@@ -110,6 +110,11 @@ pub(crate) struct Lifter<'a, 'f> {
     used_exits: [bool; 4],
     /// A link slot that is never linked, for exits without one.
     null_slot: u64,
+    /// The never-linked slot of exits that go back to the run loop without a lookup.
+    pub stop_slot: u64,
+    /// [`JumpEntry::mode`] of this translation (the inline lookup only finds translations
+    /// of the same mode).
+    pub mode_key: u32,
     cur: Instruction,
     /// The instruction after `cur` in the same block, if any.
     next: Option<Instruction>,
@@ -205,6 +210,8 @@ impl<'a, 'f> Lifter<'a, 'f> {
             exits,
             used_exits: [false; 4],
             null_slot,
+            stop_slot: null_slot,
+            mode_key: 0,
             cur: Instruction::default(),
             next: None,
             lifted: 0,
@@ -445,7 +452,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.b.ins().brif(stop, out, &[], cont, &[]);
         self.b.switch_to_block(out);
         let rip = self.iconst(target);
-        self.exit(rip, retired, None);
+        self.exit(rip, retired, Some(self.stop_slot));
         self.b.switch_to_block(cont);
         self.cc_to_vars();
         self.b.def_var(self.ic, ic);
@@ -495,18 +502,85 @@ impl<'a, 'f> Lifter<'a, 'f> {
             self.b.ins().store(TRUSTED, params[2], self.env, JitEnv::LAST_SLOT_OFFSET);
             // A linked slot gives the next translation; otherwise look it up.
             let t = self.b.ins().load(I64, TRUSTED, params[2], offset_of!(LinkSlot, target) as i32);
-            let lookup = self.b.create_block();
-            self.b.set_cold_block(lookup);
-            let linked = self.b.create_block();
+            let (linked, lookup, slow) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+            self.b.set_cold_block(slow);
             self.b.ins().brif(t, linked, &[], lookup, &[]);
             self.b.switch_to_block(linked);
             self.b.ins().return_(&[t]);
             self.b.switch_to_block(lookup);
+            self.inline_lookup(params[0], params[2], slow);
+            self.b.switch_to_block(slow);
             let f = self.call_addr(helper_lookup as *const ());
             let call = self.b.ins().call_indirect(self.sigs.lookup, f, &[self.env]);
             let r = self.b.inst_results(call)[0];
             self.b.ins().return_(&[r]);
         }
+    }
+
+    /// The run loop's table of translations searched inline for RIP `rip` (QEMU's
+    /// lookup_and_goto_ptr, without the call): on a hit (same RIP and mode, and the fetch TLB
+    /// still maps the page the block came from) return its translation, linking `slot` to
+    /// it when both lie in one page; otherwise go to `slow` (the helper). The stop slot and
+    /// a null table (lockstep mode) return 0.
+    fn inline_lookup(&mut self, rip: Value, slot: Value, slow: Block) {
+        let stop = self.b.ins().icmp_imm_s(IntCC::Equal, slot, self.stop_slot as i64);
+        let table = self.b.ins().load(I64, TRUSTED, self.env, JitEnv::JUMP_TABLE_OFFSET);
+        let none = self.b.ins().icmp_imm_s(IntCC::Equal, table, 0);
+        let give_up = self.b.ins().bor(stop, none);
+        let (ret0, go) = (self.b.create_block(), self.b.create_block());
+        self.b.set_cold_block(ret0);
+        self.b.ins().brif(give_up, ret0, &[], go, &[]);
+        self.b.switch_to_block(ret0);
+        let z = self.b.ins().iconst(I64, 0);
+        self.b.ins().return_(&[z]);
+        self.b.switch_to_block(go);
+        let next = |b: &mut FunctionBuilder, bad: Value| {
+            let ok = b.create_block();
+            b.ins().brif(bad, slow, &[], ok, &[]);
+            b.switch_to_block(ok);
+        };
+        // The entry: jump_cache_index(rip) * size_of::<JumpEntry>().
+        debug_assert_eq!(size_of::<JumpEntry>(), 32);
+        let sh = self.b.ins().ushr_imm_s(rip, 12);
+        let x = self.b.ins().bxor(rip, sh);
+        let x = self.b.ins().band_imm_s(x, (heron_cpu::tier1::JUMP_CACHE_SIZE - 1) as i64);
+        let off = self.b.ins().ishl_imm_s(x, 5);
+        let e = self.b.ins().iadd(table, off);
+        let erip = self.b.ins().load(I64, TRUSTED, e, JumpEntry::RIP_OFFSET);
+        let bad = self.b.ins().icmp(IntCC::NotEqual, erip, rip);
+        next(self.b, bad);
+        let mode = self.b.ins().load(I32, TRUSTED, e, JumpEntry::MODE_OFFSET);
+        let m = self.b.ins().band_imm_s(mode, !(JumpEntry::ONE_PAGE as i64));
+        let bad = self.b.ins().icmp_imm_s(IntCC::NotEqual, m, self.mode_key as i64);
+        next(self.b, bad);
+        let tlb = self.tlb_slot(rip);
+        let toff = tlb_off(self.user, TlbKind::Fetch);
+        let tag = self.b.ins().load(I64, TRUSTED, tlb, toff);
+        let page = self.b.ins().band_imm_s(rip, !0xFFF);
+        let bad = self.b.ins().icmp(IntCC::NotEqual, tag, page);
+        next(self.b, bad);
+        let pa = self.b.ins().load(I64, TRUSTED, tlb, toff + offset_of!(TlbEntry, paddr) as i32);
+        let epage = self.b.ins().load(I64, TRUSTED, e, JumpEntry::PAGE_OFFSET);
+        let bad = self.b.ins().icmp(IntCC::NotEqual, pa, epage);
+        next(self.b, bad);
+        let f = self.b.ins().load(I64, TRUSTED, e, JumpEntry::F_OFFSET);
+        // Link a slot of the same page (its first use; later exits take the link).
+        let spage = self.b.ins().load(I64, TRUSTED, slot, offset_of!(LinkSlot, page) as i32);
+        let same = self.b.ins().icmp(IntCC::Equal, spage, epage);
+        let one = self.b.ins().band_imm_s(mode, JumpEntry::ONE_PAGE as i64);
+        let one = self.b.ins().icmp_imm_s(IntCC::NotEqual, one, 0);
+        let link = self.b.ins().band(same, one);
+        let (dolink, ret) = (self.b.create_block(), self.b.create_block());
+        self.b.set_cold_block(dolink);
+        self.b.ins().brif(link, dolink, &[], ret, &[]);
+        self.b.switch_to_block(dolink);
+        self.b.ins().store(TRUSTED, f, slot, offset_of!(LinkSlot, target) as i32);
+        self.b.ins().jump(ret, &[]);
+        self.b.switch_to_block(ret);
+        let n = self.b.ins().load(I64, TRUSTED, self.env, JitEnv::LOOKUPS_OFFSET);
+        let n = self.b.ins().iadd_imm_s(n, 1);
+        self.b.ins().store(TRUSTED, n, self.env, JitEnv::LOOKUPS_OFFSET);
+        self.b.ins().return_(&[f]);
     }
 
     // ---- memory ----
@@ -938,7 +1012,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
                         self.b.ins().brif(e, out, &[], cont, &[]);
                         self.b.switch_to_block(out);
                         let rip = self.iconst(i.next_ip());
-                        self.exit(rip, retired, None);
+                        self.exit(rip, retired, Some(self.stop_slot));
                         self.b.switch_to_block(cont);
                     }
                     if last {
