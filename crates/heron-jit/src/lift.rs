@@ -398,8 +398,8 @@ impl<'a, 'f> Lifter<'a, 'f> {
     }
 
     /// Leave the translation after `retired` instructions of the current block with RIP =
-    /// `rip`, through link slot `slot` if given (the shared exit returns what it holds: the
-    /// next translation or 0).
+    /// `rip`, through link slot `slot` if given (the shared exit returns the translation the
+    /// slot holds or the lookup finds, or 0).
     fn exit(&mut self, rip: Value, retired: u64, slot: Option<u64>) {
         self.store_dirty();
         let ic = self.b.ins().iadd_imm_s(self.icount0, retired as i64);
