@@ -212,9 +212,24 @@ pub struct Cpu {
     lockstep: Option<Box<Lockstep>>,
     /// Tier-0 runs of a block before tier 1 translates it, see [`Cpu::set_tier1_threshold`].
     tier1_threshold: u32,
+    /// Translations requested in the background, see [`Cpu::set_background_translation`].
+    pending: Pending,
     /// The external debugger's breakpoints, watchpoints and single-step.
     pub(crate) debugger: crate::debug::Debugger,
 }
+
+/// Background translations by request id: the entry block, the CPL it is made for, and the
+/// region's other blocks, whose own requests wait meanwhile (hits at [`HITS_WAITING`]: the
+/// synchronous translator would have left tier 0 for them at once).
+#[derive(Default)]
+struct Pending {
+    enabled: bool,
+    next_id: u64,
+    blocks: HashMap<u64, (Rc<Block>, u8, Vec<Rc<Block>>)>,
+}
+
+/// [`Block::hits`] of a block inside a region whose translation is pending.
+const HITS_WAITING: u32 = u32::MAX;
 
 /// Scratch space of the lockstep check.
 struct Lockstep {
@@ -227,7 +242,16 @@ impl Cpu {
     /// A CPU in its RESET state over `ram`.
     pub fn new(ram: GuestRam) -> Self {
         let code = CodeMap::new(ram.size());
-        Cpu { s: CpuState::new(), ram, code, blocks: BlockMap::default(), jmp_cache: JmpCache::new(), fetch: Vec::with_capacity(4096 + 16), tracer: None, stats: Stats::default(), translator: None, lockstep: None, tier1_threshold: TIER1_THRESHOLD, debugger: Default::default() }
+        Cpu { s: CpuState::new(), ram, code, blocks: BlockMap::default(), jmp_cache: JmpCache::new(), fetch: Vec::with_capacity(4096 + 16), tracer: None, stats: Stats::default(), translator: None, lockstep: None, tier1_threshold: TIER1_THRESHOLD, pending: Pending::default(), debugger: Default::default() }
+    }
+
+    /// Translate on the translator's background thread ([`Translator::submit`]) instead of
+    /// stopping the guest: a hot block keeps running in tier 0 until its translation is
+    /// ready. Both tiers retire the same instructions at the same boundaries, so the guest's
+    /// behaviour does not depend on when translations arrive (only `--stats` does). Off by
+    /// default (the lockstep check and the conformance tests want translations at once).
+    pub fn set_background_translation(&mut self, on: bool) {
+        self.pending.enabled = on;
     }
 
     /// How many times tier 0 runs a block before the translator (if any) translates it:
@@ -254,6 +278,7 @@ impl Cpu {
     pub fn flush_code(&mut self) {
         self.blocks.clear();
         self.jmp_cache.clear();
+        self.pending.blocks.clear();
         if let Some(t) = self.translator.as_deref_mut() {
             t.flush();
         }
@@ -292,7 +317,7 @@ impl Cpu {
     /// Run until `icount` reaches `until` or something needs the machine (see [`ExitReason`]).
     pub fn run(&mut self, bus: &mut dyn Bus, until: u64) -> ExitReason {
         let ram_size = self.ram.size();
-        let Cpu { s, ram, code, blocks, jmp_cache, fetch, stats, tracer, translator, lockstep, tier1_threshold, debugger } = self;
+        let Cpu { s, ram, code, blocks, jmp_cache, fetch, stats, tracer, translator, lockstep, tier1_threshold, pending, debugger } = self;
         let (wlog, snaps) = match lockstep.as_deref_mut() {
             Some(Lockstep { log, before, interp }) => (Some(log), Some((before, interp))),
             None => (None, None),
@@ -300,7 +325,7 @@ impl Cpu {
         let bits = s.code_bits();
         let debug = crate::debug::DebugCtx::new(debugger, s);
         let mut ctx = Ctx { s, ram, ram_size, code, bus, bits, smc: false, io_touched: false, end_block: false, stats_tlb_miss: 0, tracer: tracer.as_mut(), wlog, debug };
-        let mut caches = Caches { blocks, jmp: jmp_cache, fetch, tier1: translator.as_deref_mut(), lockstep: snaps, tier1_threshold: *tier1_threshold };
+        let mut caches = Caches { blocks, jmp: jmp_cache, fetch, tier1: translator.as_deref_mut(), lockstep: snaps, tier1_threshold: *tier1_threshold, pending };
         let r = run_loop(&mut ctx, &mut caches, stats, until);
         stats.tlb_misses += ctx.stats_tlb_miss;
         r
@@ -317,6 +342,7 @@ struct Caches<'a> {
     lockstep: Option<(&'a mut Box<CpuState>, &'a mut Box<CpuState>)>,
     /// Tier-0 runs before translation ([`Cpu::set_tier1_threshold`]).
     tier1_threshold: u32,
+    pending: &'a mut Pending,
 }
 
 impl Caches<'_> {
@@ -325,6 +351,7 @@ impl Caches<'_> {
     fn drop_blocks(&mut self, stats: &mut Stats) {
         self.blocks.clear();
         self.jmp.clear();
+        self.pending.blocks.clear();
         stats.cache_flushes += 1;
         if let Some(t) = self.tier1.as_deref_mut() {
             t.flush();
@@ -363,6 +390,9 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
         }
         if ctx.s.halted {
             return ExitReason::Halted;
+        }
+        if !caches.pending.blocks.is_empty() {
+            install_background(ctx, caches, stats);
         }
         let block = match get_block(ctx, caches, stats) {
             Ok(b) => b,
@@ -609,6 +639,16 @@ fn enter_tier1(ctx: &mut Ctx, caches: &mut Caches, t: &mut dyn Translator, stats
     let region = form_region(ctx, caches, stats, block);
     let page = (block.pages[0] == block.pages[1]).then_some(block.pages[0]);
     let tb = TbInfo { blocks: region.iter().map(|b| &b.insns[..]).collect(), bits: ctx.bits, cpl, page };
+    if caches.pending.enabled {
+        let id = caches.pending.next_id;
+        if t.submit(id, &tb) {
+            caches.pending.next_id += 1;
+            let waiting: Vec<Rc<Block>> = region[1..].iter().filter(|b| b.hits.get() < caches.tier1_threshold).cloned().collect();
+            waiting.iter().for_each(|b| b.hits.set(HITS_WAITING));
+            caches.pending.blocks.insert(id, (block.clone(), cpl, waiting));
+            return None;
+        }
+    }
     let r = match t.translate(&tb) {
         Err(TranslateError::CacheFull) => {
             // Every block may point into the code cache: drop them all, then start afresh
@@ -626,6 +666,27 @@ fn enter_tier1(ctx: &mut Ctx, caches: &mut Caches, t: &mut dyn Translator, stats
         }
         Err(_) => None,
     }
+}
+
+/// Give the blocks whose background translations are ready their translations (unless
+/// their code changed meanwhile).
+fn install_background(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) {
+    let Some(t) = caches.tier1.take() else { return };
+    while let Some((id, r)) = t.poll() {
+        let Some((block, cpl, waiting)) = caches.pending.blocks.remove(&id) else { continue };
+        // Blocks of the region count their own runs again (entered from elsewhere).
+        waiting.iter().filter(|b| b.hits.get() == HITS_WAITING).for_each(|b| b.hits.set(0));
+        match r {
+            Ok(f) if block.valid(ctx.code) => block.tier1.set(Some((f, cpl))),
+            Err(TranslateError::CacheFull) => {
+                // As in `enter_tier1`: drop every block (and the other requests), then flush.
+                caches.drop_blocks(stats);
+                t.flush();
+            }
+            _ => {}
+        }
+    }
+    caches.tier1 = Some(t);
 }
 
 /// Most blocks in one region.

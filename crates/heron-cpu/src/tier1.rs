@@ -215,6 +215,17 @@ pub struct TranslatorStats {
 pub trait Translator {
     /// Translate one block. The function stays valid until [`Translator::flush`].
     fn translate(&mut self, tb: &TbInfo) -> Result<Tier1Fn, TranslateError>;
+    /// Start translating `tb` in the background; [`Translator::poll`] gives the result
+    /// under `id`. `false` when this translator cannot (the caller translates at once).
+    /// A flush drops the requests made before it.
+    fn submit(&mut self, _id: u64, _tb: &TbInfo) -> bool {
+        false
+    }
+    /// A finished background translation, if any (without waiting): its id and the result,
+    /// as [`Translator::translate`] would have returned it.
+    fn poll(&mut self) -> Option<(u64, Result<Tier1Fn, TranslateError>)> {
+        None
+    }
     /// Drop every translation (the caller holds none any more).
     fn flush(&mut self);
     /// Counters for `--stats`.

@@ -12,6 +12,7 @@
 pub mod arena;
 mod lift;
 
+use std::sync::mpsc;
 use std::time::Instant;
 
 use cranelift_codegen::control::ControlPlane;
@@ -64,23 +65,63 @@ impl Default for JitConfig {
     }
 }
 
-/// The Cranelift translator.
+/// The Cranelift translator. Translates on the caller's thread ([`Translator::translate`])
+/// or, for [`Translator::submit`], on a background thread started at the first request: the
+/// host has two cores, and Cranelift's time then no longer stops the guest (tier 0 runs the
+/// block meanwhile; both tiers retire the same instructions, so guest output is unchanged).
 pub struct Jit {
-    isa: OwnedTargetIsa,
-    ctx: cranelift_codegen::Context,
-    fb_ctx: FunctionBuilderContext,
+    compiler: Compiler,
     arena: CodeArena,
     /// Copies of the translated instructions: translations pass their addresses to
     /// `helper_exec`, so they live until the next flush.
     insns: Vec<Box<[Instruction]>>,
     links: LinkTable,
-    lockstep: bool,
     /// `/tmp/perf-PID.map` when `HERON_PERF_MAP` is set, so `perf report` names translations.
     perf_map: Option<std::io::BufWriter<std::fs::File>>,
     /// `HERON_JIT_DUMP=DIR`: each translation's host code (`ADDR.bin`) and guest instructions
     /// (`ADDR.txt`) are written there, ADDR as in the perf map.
     dump_dir: Option<std::path::PathBuf>,
     stats: TranslatorStats,
+    background: Option<Background>,
+    /// Flushes so far: a background result made before the last flush refers to link slots
+    /// since reused, and is dropped.
+    epoch: u64,
+}
+
+/// The background compiler thread and its two queues.
+struct Background {
+    requests: Option<mpsc::Sender<(u64, u64, Request)>>,
+    results: mpsc::Receiver<(u64, u64, Result<Compiled, TranslateError>)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Cranelift's state for compiling regions (one per compiling thread).
+struct Compiler {
+    isa: OwnedTargetIsa,
+    ctx: cranelift_codegen::Context,
+    fb_ctx: FunctionBuilderContext,
+    lockstep: bool,
+}
+
+/// A region to compile, with what its code refers to already allocated by the translator.
+struct Request {
+    /// Copies of the region's blocks, entry first (their addresses end up in the code).
+    blocks: Vec<Box<[Instruction]>>,
+    cpl: u8,
+    bits: u32,
+    /// Fresh link slots for exits to constant addresses, used from the end.
+    slots: Vec<u64>,
+    null_slot: u64,
+    stop_slot: u64,
+}
+
+/// A compiled region: position-independent machine code, and the blocks it refers to.
+struct Compiled {
+    code: Vec<u8>,
+    blocks: Vec<Box<[Instruction]>>,
+    lifted: u64,
+    /// Time compiling, in ns.
+    ns: u64,
 }
 
 /// Link slots, one per exit to a constant address, reset with the arena.
@@ -127,8 +168,7 @@ impl Jit {
     pub fn new(config: &JitConfig) -> Result<Self, JitError> {
         let mut flags = settings::builder();
         let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| JitError::Isa(format!("{k}={v}: {e}")));
-        let opt = std::env::var("HERON_JIT_OPT").ok();
-        set(&mut flags, "opt_level", opt.as_deref().unwrap_or(config.opt_level))?;
+        set(&mut flags, "opt_level", config.opt_level)?;
         set(&mut flags, "regalloc_algorithm", config.regalloc)?;
         set(&mut flags, "enable_verifier", "false")?;
         set(&mut flags, "unwind_info", "false")?;
@@ -137,17 +177,95 @@ impl Jit {
             .finish(settings::Flags::new(flags))
             .map_err(|e| JitError::Isa(e.to_string()))?;
         Ok(Jit {
-            isa,
-            ctx: cranelift_codegen::Context::new(),
-            fb_ctx: FunctionBuilderContext::new(),
+            compiler: Compiler::new(isa, config.lockstep),
             arena: CodeArena::new(config.arena_bytes)?,
             insns: Vec::new(),
             links: LinkTable::new(LINK_SLOTS),
-            lockstep: config.lockstep,
             perf_map: std::env::var_os("HERON_PERF_MAP").and_then(|_| std::fs::File::create(format!("/tmp/perf-{}.map", std::process::id())).ok()).map(std::io::BufWriter::new),
             dump_dir: std::env::var_os("HERON_JIT_DUMP").map(std::path::PathBuf::from).filter(|d| std::fs::create_dir_all(d).is_ok()),
             stats: TranslatorStats::default(),
+            background: None,
+            epoch: 0,
         })
+    }
+
+    /// The request for `tb`: copies of its blocks and link slots for its exits (at most two
+    /// per block; none when the region spans pages, or when the table is full).
+    fn request(&mut self, tb: &TbInfo) -> Request {
+        let blocks: Vec<Box<[Instruction]>> = tb.blocks.iter().map(|b| Box::<[Instruction]>::from(*b)).collect();
+        let slots = match tb.page {
+            Some(page) => (0..2 * blocks.len()).map_while(|_| self.links.alloc(page)).collect::<Vec<_>>().into_iter().rev().collect(),
+            None => Vec::new(),
+        };
+        Request { blocks, cpl: tb.cpl, bits: tb.bits, slots, null_slot: self.links.null_slot(), stop_slot: self.links.stop_slot() }
+    }
+
+    /// Copy compiled code into the arena and keep what it refers to until the next flush.
+    fn install(&mut self, c: Compiled) -> Result<Tier1Fn, TranslateError> {
+        let p = self.arena.alloc(&c.code).ok_or(TranslateError::CacheFull)?;
+        let n: usize = c.blocks.iter().map(|b| b.len()).sum();
+        if let Some(map) = self.perf_map.as_mut() {
+            use std::io::Write;
+            // perf's JIT symbol map (tools/perf/Documentation/jit-interface.txt).
+            let _ = writeln!(map, "{:x} {:x} guest_{:x}_{}i", p as usize, c.code.len(), c.blocks[0][0].ip(), n);
+            let _ = map.flush();
+        }
+        if let Some(dir) = &self.dump_dir {
+            // The host code and the guest instructions it came from, for `objdump -b binary`.
+            let _ = std::fs::write(dir.join(format!("{:x}.bin", p as usize)), &c.code);
+            let text: String = c.blocks.iter().map(|b| b.iter().map(|i| format!("{:016x}  {i}\n", i.ip())).collect::<String>() + "--\n").collect();
+            let _ = std::fs::write(dir.join(format!("{:x}.txt", p as usize)), text);
+        }
+        self.stats.translations += 1;
+        self.stats.translated_insns += n as u64;
+        self.stats.lifted_insns += c.lifted;
+        self.stats.code_bytes += c.code.len() as u64;
+        self.stats.compile_ns += c.ns;
+        self.insns.extend(c.blocks);
+        // SAFETY: `p` holds the function Cranelift compiled for the `Tier1Fn` signature (two
+        // pointers in, u64 out, the host's C calling convention), with no relocations; the
+        // link slots and instructions it refers to live until the next flush.
+        Ok(unsafe { std::mem::transmute::<*const u8, Tier1Fn>(p) })
+    }
+
+    /// The background thread, started on first use.
+    fn background(&mut self) -> &mut Background {
+        let lockstep = self.compiler.lockstep;
+        let isa = self.compiler.isa.clone();
+        self.background.get_or_insert_with(|| {
+            let (req_tx, req_rx) = mpsc::channel::<(u64, u64, Request)>();
+            let (res_tx, res_rx) = mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name("heron-jit".into())
+                .spawn(move || {
+                    let mut compiler = Compiler::new(isa, lockstep);
+                    for (epoch, id, req) in req_rx {
+                        if res_tx.send((epoch, id, compiler.compile(req))).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .ok();
+            Background { requests: Some(req_tx), results: res_rx, thread }
+        })
+    }
+}
+
+impl Drop for Jit {
+    fn drop(&mut self) {
+        if let Some(bg) = self.background.as_mut() {
+            // Closing the request queue ends the thread after its current region.
+            bg.requests = None;
+            if let Some(t) = bg.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Compiler {
+    fn new(isa: OwnedTargetIsa, lockstep: bool) -> Self {
+        Compiler { isa, ctx: cranelift_codegen::Context::new(), fb_ctx: FunctionBuilderContext::new(), lockstep }
     }
 
     fn sig(&self, params: &[cranelift_codegen::ir::Type], ret: Option<cranelift_codegen::ir::Type>) -> Signature {
@@ -156,18 +274,15 @@ impl Jit {
         s.returns.extend(ret.map(AbiParam::new));
         s
     }
-}
 
-impl Translator for Jit {
-    fn translate(&mut self, tb: &TbInfo) -> Result<Tier1Fn, TranslateError> {
-        if tb.bits != 64 {
+    fn compile(&mut self, req: Request) -> Result<Compiled, TranslateError> {
+        if req.bits != 64 {
             return Err(TranslateError::Unsupported("only 64-bit code is translated"));
         }
         let t0 = Instant::now();
-        let insns: Vec<Box<[Instruction]>> = tb.blocks.iter().map(|b| Box::<[Instruction]>::from(*b)).collect();
         self.ctx.clear();
         self.ctx.func.signature = self.sig(&[I64, I64], Some(I64));
-        self.ctx.func.name = UserFuncName::user(0, self.stats.translations as u32);
+        self.ctx.func.name = UserFuncName::user(0, 0);
         let (exec, load, store, flags, raise, lookup) = (
             self.sig(&[I64, I64], Some(I32)),
             self.sig(&[I64, I64, I32], Some(I64)),
@@ -192,14 +307,11 @@ impl Translator for Jit {
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
             let (env, state) = (b.block_params(entry)[0], b.block_params(entry)[1]);
-            let null_slot = self.links.null_slot();
-            let stop_slot = self.links.stop_slot();
-            let links = tb.page.map(|p| (&mut self.links, p));
-            let mut l = lift::Lifter::new(&mut b, env, state, sigs, tb.cpl == 3, links, null_slot);
+            let mut l = lift::Lifter::new(&mut b, env, state, sigs, req.cpl == 3, req.slots, req.null_slot);
             l.inline_stores = !self.lockstep;
-            l.stop_slot = stop_slot;
-            l.mode_key = heron_cpu::tier1::JumpEntry::mode(tb.bits, tb.cpl, false);
-            let blocks: Vec<&[Instruction]> = insns.iter().map(|b| &b[..]).collect();
+            l.stop_slot = req.stop_slot;
+            l.mode_key = heron_cpu::tier1::JumpEntry::mode(req.bits, req.cpl, false);
+            let blocks: Vec<&[Instruction]> = req.blocks.iter().map(|b| &b[..]).collect();
             l.lift_region(&blocks);
             lifted = l.lifted;
             b.seal_all_blocks();
@@ -209,30 +321,37 @@ impl Translator for Jit {
         if !code.buffer.relocs().is_empty() {
             return Err(TranslateError::Backend("unexpected relocations".into()));
         }
-        let bytes = code.code_buffer();
-        let len = bytes.len();
-        let p = self.arena.alloc(bytes).ok_or(TranslateError::CacheFull)?;
-        if let Some(map) = self.perf_map.as_mut() {
-            use std::io::Write;
-            // perf's JIT symbol map (tools/perf/Documentation/jit-interface.txt).
-            let _ = writeln!(map, "{:x} {:x} guest_{:x}_{}i", p as usize, len, tb.blocks[0][0].ip(), insns.iter().map(|b| b.len()).sum::<usize>());
-            let _ = map.flush();
+        Ok(Compiled { code: code.code_buffer().to_vec(), blocks: req.blocks, lifted, ns: t0.elapsed().as_nanos() as u64 })
+    }
+}
+
+impl Translator for Jit {
+    fn translate(&mut self, tb: &TbInfo) -> Result<Tier1Fn, TranslateError> {
+        if tb.bits != 64 {
+            return Err(TranslateError::Unsupported("only 64-bit code is translated"));
         }
-        if let Some(dir) = &self.dump_dir {
-            // The host code and the guest instructions it came from, for `objdump -b binary`.
-            let _ = std::fs::write(dir.join(format!("{:x}.bin", p as usize)), bytes);
-            let text: String = insns.iter().map(|b| b.iter().map(|i| format!("{:016x}  {i}\n", i.ip())).collect::<String>() + "--\n").collect();
-            let _ = std::fs::write(dir.join(format!("{:x}.txt", p as usize)), text);
+        let req = self.request(tb);
+        let c = self.compiler.compile(req)?;
+        self.install(c)
+    }
+
+    fn submit(&mut self, id: u64, tb: &TbInfo) -> bool {
+        if tb.bits != 64 {
+            return false;
         }
-        self.stats.translations += 1;
-        self.stats.translated_insns += insns.iter().map(|b| b.len() as u64).sum::<u64>();
-        self.stats.lifted_insns += lifted;
-        self.stats.code_bytes += len as u64;
-        self.insns.extend(insns);
-        self.stats.compile_ns += t0.elapsed().as_nanos() as u64;
-        // SAFETY: `p` holds the function Cranelift just compiled for the `Tier1Fn` signature
-        // (two pointers in, u32 out, the host's C calling convention), with no relocations.
-        Ok(unsafe { std::mem::transmute::<*const u8, Tier1Fn>(p) })
+        let req = self.request(tb);
+        let epoch = self.epoch;
+        let bg = self.background();
+        bg.thread.is_some() && bg.requests.as_ref().is_some_and(|q| q.send((epoch, id, req)).is_ok())
+    }
+
+    fn poll(&mut self) -> Option<(u64, Result<Tier1Fn, TranslateError>)> {
+        loop {
+            let (epoch, id, r) = self.background.as_ref()?.results.try_recv().ok()?;
+            if epoch == self.epoch {
+                return Some((id, r.and_then(|c| self.install(c))));
+            }
+        }
     }
 
     fn flush(&mut self) {
@@ -242,6 +361,7 @@ impl Translator for Jit {
         self.arena.reset();
         self.links.reset();
         self.insns.clear();
+        self.epoch += 1;
     }
 
     fn stats(&self) -> TranslatorStats {

@@ -120,8 +120,9 @@ pub(crate) struct Lifter<'a, 'f> {
     next: Option<Instruction>,
     /// Guest instructions lifted (the rest went to `helper_exec`).
     pub lifted: u64,
-    /// Link slots for exits to constant addresses (none when the region spans pages).
-    links: Option<(&'a mut crate::LinkTable, u64)>,
+    /// Fresh link slots for exits to constant addresses, used from the end (none when the
+    /// region spans pages).
+    links: Vec<u64>,
     /// Stores try the TLB inline (off in the lockstep check, where the helper records them).
     pub inline_stores: bool,
     /// The region's blocks by guest address.
@@ -171,7 +172,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         state: Value,
         sigs: Sigs,
         user: bool,
-        links: Option<(&'a mut crate::LinkTable, u64)>,
+        links: Vec<u64>,
         null_slot: u64,
     ) -> Self {
         let end = b.declare_var(I32);
@@ -429,7 +430,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
     /// exit request, as tier 0 does between blocks), else leave through a link slot.
     fn edge(&mut self, target: u64, retired: u64) {
         let Some(&blk) = self.targets.get(&target) else {
-            let slot = self.links.as_mut().and_then(|(t, page)| t.alloc(*page));
+            let slot = self.links.pop();
             let rip = self.iconst(target);
             self.exit(rip, retired, slot);
             return;

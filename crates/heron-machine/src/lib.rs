@@ -376,6 +376,9 @@ impl Machine {
         self.cpu.flush_code();
         if self.cfg.engine == Engine::Lockstep {
             self.cpu.enable_lockstep();
+        } else {
+            // Cranelift on the second core; the lockstep check compares each block at once.
+            self.cpu.set_background_translation(true);
         }
         // Virtual time keeps running across resets so device timers stay monotonic.
         self.cpu.s.icount = icount;
