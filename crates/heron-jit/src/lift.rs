@@ -26,6 +26,8 @@ use heron_cpu::tier1::{
 use heron_softmmu::{Tlb, TlbEntry, TlbKind};
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
 
+mod sse;
+
 /// Signatures of the helpers, imported into the function being built.
 pub(crate) struct Sigs {
     /// `fn(env, insn) -> u32`.
@@ -1151,6 +1153,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
             return Some(Flow::Jump { cond: Some(c), taken: t, next: i.next_ip() });
         }
         match m {
+            _ if (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_xmm()) => self.lift_sse(i),
             M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => {
                 if !Self::ok_dst(i) || !Self::ok_src(i, 1) {
                     return None;
