@@ -25,8 +25,10 @@ const MAX_BLOCKS: usize = 1 << 18;
 /// Tier 0 runs a block this many times before tier 1 translates it (with the region around
 /// it): Cranelift costs about 1 ms a region, so only code that keeps running pays that back
 /// (DESIGN.md §2). Measured on the kit's boot: 64 spent 70% of the wall time compiling; 1000
-/// to 4000 leave 98–99% of guest instructions in tier 1 with compilation at 12–18%.
-pub const TIER1_THRESHOLD: u32 = 3000;
+/// to 4000 leave 98–99% of guest instructions in tier 1 with compilation at 12–18%. With
+/// translation in the background (the machine's default), 1000 boots fastest (8.1 s against
+/// 8.8–9.4 s for 3000 and 8.6–9.6 s for 300).
+pub const TIER1_THRESHOLD: u32 = 1000;
 
 /// Why [`Cpu::run`] returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
