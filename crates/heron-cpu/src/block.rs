@@ -15,7 +15,7 @@ use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, 
 use crate::exec::Ctx;
 use crate::state::{rf, sreg, CpuState};
 use crate::system::{IntSource, SOFT_INT_FLAG};
-use crate::tier1::{JumpEntry, LinkSlot, TbInfo, Tier1Fn, TranslateError, Translator};
+use crate::tier1::{JumpEntry, LinkSlot, TbInfo, Tier1Enter, Tier1Fn, TranslateError, Translator};
 use crate::{vec, Exception};
 
 /// Most instructions in one block.
@@ -417,12 +417,13 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
         let tier1 = match caches.tier1.take() {
             Some(t) => {
                 let f = if ctx.tracer.is_none() && !ctx.s.irq_inhibit { enter_tier1(ctx, caches, &mut *t, stats, &block) } else { None };
+                let enter = t.enter();
                 caches.tier1 = Some(t);
-                f
+                f.map(|f| (f, enter))
             }
             None => None,
         };
-        if let Some(f) = tier1 {
+        if let Some((f, enter)) = tier1 {
             caches.jmp.set_tier1(ctx, &block, f);
             // A flush since the link was taken emptied its slot table.
             if !link.is_null() && link_epoch == stats.cache_flushes && block.pages[0] == block.pages[1] {
@@ -430,13 +431,13 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
                 // clears it); linking is only allowed within one page.
                 unsafe {
                     if (*link).page == block.pages[0] {
-                        (*link).target = f as usize as u64;
+                        (*link).target = f.addr();
                     }
                 }
             }
             let r = match caches.lockstep.as_mut() {
-                Some((before, interp)) => lockstep_block(ctx, stats, &block, f, before, interp).map(|()| std::ptr::null_mut()),
-                None => run_tier1(ctx, stats, f, until, Some((&*caches.jmp, intr))),
+                Some((before, interp)) => lockstep_block(ctx, stats, &block, enter, f, before, interp).map(|()| std::ptr::null_mut()),
+                None => run_tier1(ctx, stats, enter, f, until, Some((&*caches.jmp, intr))),
             };
             match r {
                 Ok(l) => (link, link_epoch) = (l, stats.cache_flushes),
@@ -487,7 +488,7 @@ fn copy_arch(from: &CpuState, to: &mut CpuState) {
 }
 
 /// Lockstep check of one block (see [`Cpu::enable_lockstep`]).
-fn lockstep_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block, f: Tier1Fn, before: &mut CpuState, interp: &mut CpuState) -> Result<(), ExitReason> {
+fn lockstep_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block, enter: Tier1Enter, f: Tier1Fn, before: &mut CpuState, interp: &mut CpuState) -> Result<(), ExitReason> {
     copy_arch(ctx.s, before);
     let bits = ctx.bits;
     ctx.wlog.as_deref_mut().expect("lockstep log").clear();
@@ -503,7 +504,7 @@ fn lockstep_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block, f: Tier1Fn, b
     copy_arch(before, ctx.s);
     ctx.bits = bits;
     ctx.end_block = false;
-    run_tier1(ctx, stats, f, 0, None)?;
+    run_tier1(ctx, stats, enter, f, 0, None)?;
     stats.lockstep_checked += 1;
     let jlog = std::mem::take(ctx.wlog.as_deref_mut().expect("lockstep log"));
     let mut diffs = crate::state::arch_diff(interp, ctx.s);
@@ -540,7 +541,7 @@ fn lockstep_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block, f: Tier1Fn, b
 /// the link slot the last one left through (null if none). `lookup`: the jump cache the
 /// translations may look their successors up in, and whether the INTR line is up (the
 /// lookup fails when an interrupt is to be taken); `None` keeps every exit in the run loop.
-fn run_tier1(ctx: &mut Ctx, stats: &mut Stats, f: Tier1Fn, until: u64, lookup: Option<(&JmpCache, bool)>) -> Result<*mut LinkSlot, ExitReason> {
+fn run_tier1(ctx: &mut Ctx, stats: &mut Stats, enter: Tier1Enter, f: Tier1Fn, until: u64, lookup: Option<(&JmpCache, bool)>) -> Result<*mut LinkSlot, ExitReason> {
     let start = ctx.s.icount;
     let mut env = crate::tier1::JitEnv::new(ctx);
     env.until = until;
@@ -554,24 +555,13 @@ fn run_tier1(ctx: &mut Ctx, stats: &mut Stats, f: Tier1Fn, until: u64, lookup: O
         }
     }
     let state: *mut crate::CpuState = &mut *ctx.s;
-    let mut f = f;
-    loop {
-        stats.tier1_runs += 1;
-        env.last_slot = std::ptr::null_mut();
-        // SAFETY: `f` was made by the translator for a block valid in this mode, at this CPL
-        // (checked by `enter_tier1`, or by the link's same-page rule) and stays valid until
-        // the next flush, which cannot happen during the call. It gets the live state and an
-        // env over this context, which nothing else touches during the call.
-        let next = unsafe { f(&mut env, state) };
-        // SAFETY: the translation has returned; `state` is `ctx.s`.
-        let (icount, exit_req) = unsafe { ((*state).icount, (*state).exit_request) };
-        if next == 0 || icount >= until || exit_req != 0 {
-            break;
-        }
-        // SAFETY: a non-zero return is a translation the run loop linked (see `LinkSlot`).
-        f = unsafe { std::mem::transmute::<u64, Tier1Fn>(next) };
-        stats.tier1_chained += 1;
-    }
+    // SAFETY: `f` was made by the translator whose trampoline `enter` is, for a block valid in
+    // this mode, at this CPL (checked by `enter_tier1`, the lookup or the link's same-page
+    // rule), and stays valid until the next flush, which cannot happen during the call. It
+    // gets the live state and an env over this context, which nothing else touches meanwhile.
+    unsafe { enter(&mut env, state, f.0.as_ptr()) };
+    stats.tier1_runs += env.runs;
+    stats.tier1_chained += env.chained;
     stats.tier1_insns += ctx.s.icount - start;
     stats.tier1_lookups += env.lookups;
     if ctx.smc {
@@ -833,11 +823,11 @@ pub(crate) fn lookup_tier1(ctx: &mut Ctx, jmp: &JmpCache, intr: bool, last_slot:
         // code cache (no flush happens while translations run).
         unsafe {
             if (*last_slot).page == e.page {
-                (*last_slot).target = f as usize as u64;
+                (*last_slot).target = f.addr();
             }
         }
     }
-    f as usize as u64
+    f.addr()
 }
 
 fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc<Block>, Exception> {

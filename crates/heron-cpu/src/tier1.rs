@@ -20,11 +20,28 @@ use crate::state::CpuState;
 use crate::system::IntSource;
 use crate::{vec, Exception};
 
-/// A translated block: `env` is the run loop's [`JitEnv`], `state` the CPU state. Returns the
-/// translation to run next when the block left through a linked exit (direct chaining: the
-/// caller runs it unless the instruction budget or an exit request says otherwise), or 0 to
-/// go back to the run loop (which also finds any exception pending in `env`).
-pub type Tier1Fn = unsafe extern "C" fn(env: *mut JitEnv, state: *mut CpuState) -> u64;
+/// A translated block's entry address. A translation takes `env` (the run loop's
+/// [`JitEnv`]) and `state` and returns the translation to run next when the block left
+/// through a linked exit or a successful lookup (direct chaining), or 0 to go back to the run
+/// loop (which also finds any exception pending in `env`). It uses the translator's own
+/// calling convention (one without callee-saved registers, so that chaining costs little):
+/// only the translator's [`Tier1Enter`] trampoline may call it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Tier1Fn(pub std::ptr::NonNull<u8>);
+
+impl Tier1Fn {
+    /// The entry address as an integer (what link slots and [`JumpEntry`] hold).
+    pub fn addr(self) -> u64 {
+        self.0.as_ptr() as u64
+    }
+}
+
+/// The translator's trampoline: runs translation `f`, then the translations each returns,
+/// while the next is non-zero and `icount` is below [`JitEnv::until`] and no exit request is
+/// set, clearing [`JitEnv::last_slot`] before each and counting [`JitEnv::runs`] and
+/// [`JitEnv::chained`]. Returns 0.
+pub type Tier1Enter = unsafe extern "C" fn(env: *mut JitEnv, state: *mut CpuState, f: *const u8) -> u64;
 
 /// One direct-chaining link (QEMU's goto_tb slot): a translation's exit to a constant guest
 /// address loads `target` and returns it. The run loop fills `target` once the block at that
@@ -125,6 +142,10 @@ pub struct JitEnv {
     pub(crate) intr: bool,
     /// Successors found by lookup (inline or [`helper_lookup`]).
     pub lookups: u64,
+    /// Translations run by the trampoline.
+    pub runs: u64,
+    /// Of those, translations entered straight from the previous one.
+    pub chained: u64,
 }
 
 impl JitEnv {
@@ -132,6 +153,10 @@ impl JitEnv {
     pub const STATUS_OFFSET: i32 = std::mem::offset_of!(JitEnv, status) as i32;
     /// Byte offset of [`JitEnv::until`].
     pub const UNTIL_OFFSET: i32 = std::mem::offset_of!(JitEnv, until) as i32;
+    /// Byte offset of [`JitEnv::runs`].
+    pub const RUNS_OFFSET: i32 = std::mem::offset_of!(JitEnv, runs) as i32;
+    /// Byte offset of [`JitEnv::chained`].
+    pub const CHAINED_OFFSET: i32 = std::mem::offset_of!(JitEnv, chained) as i32;
     /// Byte offset of [`JitEnv::lookups`].
     pub const LOOKUPS_OFFSET: i32 = std::mem::offset_of!(JitEnv, lookups) as i32;
     /// Byte offset of [`JitEnv::jump_table`].
@@ -140,7 +165,7 @@ impl JitEnv {
     pub const LAST_SLOT_OFFSET: i32 = std::mem::offset_of!(JitEnv, last_slot) as i32;
 
     pub(crate) fn new(ctx: &mut Ctx) -> Self {
-        JitEnv { status: STATUS_OK, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None, jmp: std::ptr::null(), jump_table: std::ptr::null(), intr: false, lookups: 0 }
+        JitEnv { status: STATUS_OK, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None, jmp: std::ptr::null(), jump_table: std::ptr::null(), intr: false, lookups: 0, runs: 0, chained: 0 }
     }
 
     /// The exception a translation left pending (vector, error code, source).
@@ -215,6 +240,8 @@ pub struct TranslatorStats {
 pub trait Translator {
     /// Translate one block. The function stays valid until [`Translator::flush`].
     fn translate(&mut self, tb: &TbInfo) -> Result<Tier1Fn, TranslateError>;
+    /// The trampoline that runs this translator's translations.
+    fn enter(&self) -> Tier1Enter;
     /// Start translating `tb` in the background; [`Translator::poll`] gives the result
     /// under `id`. `false` when this translator cannot (the caller translates at once).
     /// A flush drops the requests made before it.

@@ -21,7 +21,10 @@ use cranelift_codegen::ir::{AbiParam, Signature, UserFuncName};
 use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use heron_cpu::tier1::{LinkSlot, TbInfo, Tier1Fn, TranslateError, Translator, TranslatorStats};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData};
+use heron_cpu::state::CpuState;
+use heron_cpu::tier1::{JitEnv, LinkSlot, TbInfo, Tier1Enter, Tier1Fn, TranslateError, Translator, TranslatorStats};
 use iced_x86::Instruction;
 
 use crate::arena::CodeArena;
@@ -72,6 +75,9 @@ impl Default for JitConfig {
 pub struct Jit {
     compiler: Compiler,
     arena: CodeArena,
+    /// The trampoline ([`Tier1Enter`]), in a mapping of its own that flushes leave alone.
+    enter: Tier1Enter,
+    _enter_code: CodeArena,
     /// Copies of the translated instructions: translations pass their addresses to
     /// `helper_exec`, so they live until the next flush.
     insns: Vec<Box<[Instruction]>>,
@@ -176,9 +182,18 @@ impl Jit {
             .map_err(|e| JitError::Isa(e.to_string()))?
             .finish(settings::Flags::new(flags))
             .map_err(|e| JitError::Isa(e.to_string()))?;
+        let mut compiler = Compiler::new(isa, config.lockstep);
+        let code = compiler.trampoline().map_err(|e| JitError::Isa(format!("{e}")))?;
+        let mut enter_code = CodeArena::new(4096)?;
+        let p = enter_code.alloc(&code).ok_or_else(|| JitError::Isa("trampoline larger than a page".into()))?;
+        // SAFETY: `p` holds the trampoline Cranelift compiled for the `Tier1Enter` signature
+        // (three pointers in, u64 out, the host's C calling convention), with no relocations.
+        let enter = unsafe { std::mem::transmute::<*const u8, Tier1Enter>(p) };
         Ok(Jit {
-            compiler: Compiler::new(isa, config.lockstep),
+            compiler,
             arena: CodeArena::new(config.arena_bytes)?,
+            enter,
+            _enter_code: enter_code,
             insns: Vec::new(),
             links: LinkTable::new(LINK_SLOTS),
             perf_map: std::env::var_os("HERON_PERF_MAP").and_then(|_| std::fs::File::create(format!("/tmp/perf-{}.map", std::process::id())).ok()).map(std::io::BufWriter::new),
@@ -222,10 +237,9 @@ impl Jit {
         self.stats.code_bytes += c.code.len() as u64;
         self.stats.compile_ns += c.ns;
         self.insns.extend(c.blocks);
-        // SAFETY: `p` holds the function Cranelift compiled for the `Tier1Fn` signature (two
-        // pointers in, u64 out, the host's C calling convention), with no relocations; the
-        // link slots and instructions it refers to live until the next flush.
-        Ok(unsafe { std::mem::transmute::<*const u8, Tier1Fn>(p) })
+        // The code was compiled for the signature the trampoline calls; the link slots and
+        // instructions it refers to live until the next flush.
+        Ok(Tier1Fn(std::ptr::NonNull::new(p as *mut u8).expect("arena addresses are not null")))
     }
 
     /// The background thread, started on first use.
@@ -263,13 +277,80 @@ impl Drop for Jit {
     }
 }
 
+/// Translations' calling convention: Cranelift's `winch` convention has no callee-saved
+/// registers, so a translation saves none in its prologue (the trampoline saves them once per
+/// run of a chain).
+const TRANSLATION_CC: CallConv = CallConv::Winch;
+
 impl Compiler {
+    /// The [`Tier1Enter`] trampoline: calls translations in [`TRANSLATION_CC`] while they
+    /// return a successor and the budget and exit request allow.
+    fn trampoline(&mut self) -> Result<Vec<u8>, String> {
+        const T: MemFlagsData = MemFlagsData::trusted();
+        self.ctx.clear();
+        self.ctx.func.signature = self.sig(&[I64, I64, I64], Some(I64));
+        let tsig = self.sig_cc(TRANSLATION_CC, &[I64, I64], Some(I64));
+        let frontend = self.isa.frontend_config();
+        {
+            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fb_ctx);
+            let tsig = b.import_signature(tsig);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            let (lp, check, cont, done) = (b.create_block(), b.create_block(), b.create_block(), b.create_block());
+            b.append_block_param(lp, I64);
+            b.append_block_param(check, I64);
+            b.switch_to_block(entry);
+            let p = b.block_params(entry).to_vec();
+            let (env, state) = (p[0], p[1]);
+            b.ins().jump(lp, &[cranelift_codegen::ir::BlockArg::Value(p[2])]);
+            let count = |b: &mut FunctionBuilder, off: i32| {
+                let n = b.ins().load(I64, T, env, off);
+                let n = b.ins().iadd_imm_s(n, 1);
+                b.ins().store(T, n, env, off);
+            };
+            b.switch_to_block(lp);
+            let f = b.block_params(lp)[0];
+            let z = b.ins().iconst(I64, 0);
+            b.ins().store(T, z, env, JitEnv::LAST_SLOT_OFFSET);
+            let call = b.ins().call_indirect(tsig, f, &[env, state]);
+            let next = b.inst_results(call)[0];
+            count(&mut b, JitEnv::RUNS_OFFSET);
+            b.ins().brif(next, check, &[cranelift_codegen::ir::BlockArg::Value(next)], done, &[]);
+            b.switch_to_block(check);
+            let next = b.block_params(check)[0];
+            let ic = b.ins().load(I64, T, state, std::mem::offset_of!(CpuState, icount) as i32);
+            let until = b.ins().load(I64, T, env, JitEnv::UNTIL_OFFSET);
+            let req = b.ins().load(I32, T, state, std::mem::offset_of!(CpuState, exit_request) as i32);
+            let over = b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, ic, until);
+            let req = b.ins().icmp_imm_s(IntCC::NotEqual, req, 0);
+            let stop = b.ins().bor(over, req);
+            b.ins().brif(stop, done, &[], cont, &[]);
+            b.switch_to_block(cont);
+            count(&mut b, JitEnv::CHAINED_OFFSET);
+            b.ins().jump(lp, &[cranelift_codegen::ir::BlockArg::Value(next)]);
+            b.switch_to_block(done);
+            let z = b.ins().iconst(I64, 0);
+            b.ins().return_(&[z]);
+            b.seal_all_blocks();
+            b.finalize(frontend);
+        }
+        let code = self.ctx.compile(&*self.isa, &mut ControlPlane::default()).map_err(|e| format!("{:?}", e.inner))?;
+        if !code.buffer.relocs().is_empty() {
+            return Err("unexpected relocations in the trampoline".into());
+        }
+        Ok(code.code_buffer().to_vec())
+    }
+
     fn new(isa: OwnedTargetIsa, lockstep: bool) -> Self {
         Compiler { isa, ctx: cranelift_codegen::Context::new(), fb_ctx: FunctionBuilderContext::new(), lockstep }
     }
 
     fn sig(&self, params: &[cranelift_codegen::ir::Type], ret: Option<cranelift_codegen::ir::Type>) -> Signature {
-        let mut s = Signature::new(CallConv::triple_default(self.isa.triple()));
+        self.sig_cc(CallConv::triple_default(self.isa.triple()), params, ret)
+    }
+
+    fn sig_cc(&self, cc: CallConv, params: &[cranelift_codegen::ir::Type], ret: Option<cranelift_codegen::ir::Type>) -> Signature {
+        let mut s = Signature::new(cc);
         s.params.extend(params.iter().map(|t| AbiParam::new(*t)));
         s.returns.extend(ret.map(AbiParam::new));
         s
@@ -281,7 +362,7 @@ impl Compiler {
         }
         let t0 = Instant::now();
         self.ctx.clear();
-        self.ctx.func.signature = self.sig(&[I64, I64], Some(I64));
+        self.ctx.func.signature = self.sig_cc(TRANSLATION_CC, &[I64, I64], Some(I64));
         self.ctx.func.name = UserFuncName::user(0, 0);
         let (exec, load, store, flags, raise, lookup) = (
             self.sig(&[I64, I64], Some(I32)),
@@ -366,6 +447,10 @@ impl Translator for Jit {
 
     fn stats(&self) -> TranslatorStats {
         self.stats.clone()
+    }
+
+    fn enter(&self) -> Tier1Enter {
+        self.enter
     }
 }
 
