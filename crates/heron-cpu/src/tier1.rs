@@ -2,7 +2,8 @@
 //! code is given, what it must leave in [`CpuState`], and the helpers it calls for everything it
 //! does not do inline (QEMU's helper pattern).
 //!
-//! A translation is a host function `fn(env, state) -> u32` for one tier-0 block. It starts with
+//! A translation is a host function `(env, state) -> next` for a region of tier-0 blocks, run
+//! through the translator's trampoline ([`Tier1Enter`]). It starts with
 //! the state exact at the block's first instruction and returns with the state exact again:
 //! general registers, RIP, the lazy flags and `icount` written back. A fault inside it leaves
 //! the state as it was before the faulting instruction (RIP on that instruction) and the
