@@ -129,7 +129,7 @@ const JMP_CACHE_SIZE: usize = crate::tier1::JUMP_CACHE_SIZE;
 
 /// A direct-mapped cache in front of the block map, indexed by RIP (QEMU's tb_jmp_cache):
 /// most block lookups hit here without hashing. Beside it, the translations the run loop
-/// entered, by RIP, for [`lookup_tier1`].
+/// entered, by RIP, where translated code looks up successors ([`JumpEntry`]).
 pub(crate) struct JmpCache {
     keys: Vec<(u64, u64, u32)>,
     blocks: Vec<Option<Rc<Block>>>,
@@ -183,8 +183,8 @@ pub struct Stats {
     pub tier1_runs: u64,
     /// Guest instructions retired inside tier-1 translations (helpers included).
     pub tier1_insns: u64,
-    /// Translations entered straight from another through a link slot or the jump-cache
-    /// lookup ([`crate::tier1::helper_lookup`]).
+    /// Translations entered straight from another through a link slot or the lookup in the
+    /// table of translations ([`crate::tier1::JumpEntry`]).
     pub tier1_chained: u64,
     /// Of those, translations found by the jump-cache lookup (indirect branches, returns,
     /// exits not linked yet).
@@ -437,7 +437,9 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
             }
             let r = match caches.lockstep.as_mut() {
                 Some((before, interp)) => lockstep_block(ctx, stats, &block, enter, f, before, interp).map(|()| std::ptr::null_mut()),
-                None => run_tier1(ctx, stats, enter, f, until, Some((&*caches.jmp, intr))),
+                // With the INTR line up (and IF clear, or the run loop would have taken it),
+                // chains return to the run loop at every exit, which checks IF.
+                None => run_tier1(ctx, stats, enter, f, until, (!intr).then_some(&*caches.jmp)),
             };
             match r {
                 Ok(l) => (link, link_epoch) = (l, stats.cache_flushes),
@@ -538,21 +540,17 @@ fn lockstep_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block, enter: Tier1E
 }
 
 /// Run translation `f` and the translations it chains to, while the budget lasts. Returns
-/// the link slot the last one left through (null if none). `lookup`: the jump cache the
-/// translations may look their successors up in, and whether the INTR line is up (the
-/// lookup fails when an interrupt is to be taken); `None` keeps every exit in the run loop.
-fn run_tier1(ctx: &mut Ctx, stats: &mut Stats, enter: Tier1Enter, f: Tier1Fn, until: u64, lookup: Option<(&JmpCache, bool)>) -> Result<*mut LinkSlot, ExitReason> {
+/// the link slot the last one left through (null if none). `lookup`: the jump cache whose
+/// table of translations the translations may look their successors up in (`None` keeps
+/// every exit in the run loop).
+fn run_tier1(ctx: &mut Ctx, stats: &mut Stats, enter: Tier1Enter, f: Tier1Fn, until: u64, lookup: Option<&JmpCache>) -> Result<*mut LinkSlot, ExitReason> {
     let start = ctx.s.icount;
     let mut env = crate::tier1::JitEnv::new(ctx);
     env.until = until;
-    if let Some((jmp, intr)) = lookup {
-        env.jmp = jmp;
-        env.intr = intr;
-        // Within this call the epoch changes only through stores into code, after which
-        // translations go back to the run loop without looking up.
-        if jmp.tier1_epoch == ctx.code.epoch && !intr {
-            env.jump_table = jmp.tier1.as_ptr();
-        }
+    // Entries of an older epoch are never used. Within this call the epoch changes only
+    // through stores into code, after which translations return without looking up.
+    if let Some(jmp) = lookup.filter(|j| j.tier1_epoch == ctx.code.epoch) {
+        env.jump_table = jmp.tier1.as_ptr();
     }
     let state: *mut crate::CpuState = &mut *ctx.s;
     // SAFETY: `f` was made by the translator whose trampoline `enter` is, for a block valid in
@@ -785,49 +783,6 @@ impl Block {
     fn valid(&self, code: &CodeMap) -> bool {
         self.gens[0] == code.gen(self.pages[0]) && self.gens[1] == code.gen(self.pages[1]) && code.is_code_page(self.pages[0]) && code.is_code_page(self.pages[1])
     }
-}
-
-/// The translation to run next after a translation left with RIP set and nothing else to
-/// do (an indirect branch, a return, an exit not linked yet): found in the jump cache
-/// without going back to the run loop (QEMU's lookup_and_goto_ptr), or 0 when the run loop
-/// must decide: an interrupt to take, a block that ended for I/O, code stores or a state
-/// change, a TLB miss on the fetch, no valid translation for this CPL. An unlinked
-/// `last_slot` of the same page is linked to it, as the run loop would.
-pub(crate) fn lookup_tier1(ctx: &mut Ctx, jmp: &JmpCache, intr: bool, last_slot: *mut LinkSlot) -> u64 {
-    if ctx.io_touched || ctx.smc || ctx.end_block || ctx.s.irq_inhibit || (intr && ctx.s.rflags & rf::IF != 0) {
-        return 0;
-    }
-    // Code was invalidated since the entries were made: the run loop starts them afresh.
-    if jmp.tier1_epoch != ctx.code.epoch {
-        return 0;
-    }
-    let (bits, rip) = (ctx.bits, ctx.s.rip);
-    let e = &jmp.tier1[JmpCache::index(rip)];
-    let cpl = ctx.s.cpl();
-    if e.rip != rip || e.mode & !JumpEntry::ONE_PAGE != JumpEntry::mode(bits, cpl, false) {
-        return 0;
-    }
-    let Some(f) = e.f else { return 0 };
-    let cs = &ctx.s.seg[sreg::CS];
-    if bits != 64 && rip > cs.limit as u64 {
-        return 0;
-    }
-    let la = if bits == 64 { rip } else { (cs.base.wrapping_add(rip)) & 0xFFFF_FFFF };
-    // The linear page still maps to the physical page the block was decoded from.
-    let Some(p) = ctx.s.tlb.lookup(cpl == 3, TlbKind::Fetch, la, 1) else { return 0 };
-    if (p as u64 - ctx.ram.host_base() as u64) & !0xFFF != e.page {
-        return 0;
-    }
-    if !last_slot.is_null() && e.mode & JumpEntry::ONE_PAGE != 0 {
-        // SAFETY: the slot belongs to the translation that just returned, which is in the
-        // code cache (no flush happens while translations run).
-        unsafe {
-            if (*last_slot).page == e.page {
-                (*last_slot).target = f.addr();
-            }
-        }
-    }
-    f.addr()
 }
 
 fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc<Block>, Exception> {

@@ -133,15 +133,11 @@ pub struct JitEnv {
     pub until: u64,
     ctx: *mut c_void,
     pending: Option<(u8, Option<u32>, IntSource)>,
-    /// The run loop's jump cache for [`helper_lookup`], or null (lockstep mode: every exit
-    /// goes back to the run loop).
-    pub(crate) jmp: *const crate::block::JmpCache,
-    /// Its table of [`JumpEntry`]s ([`JUMP_CACHE_SIZE`] of them) for the inline lookup, or
-    /// null when translated code must not look up (lockstep mode, or entries of an old epoch).
+    /// The run loop's table of [`JumpEntry`]s ([`JUMP_CACHE_SIZE`] of them) where translations
+    /// look up their successors at exits without a linked one, or null when they must go
+    /// back to the run loop instead (lockstep mode, an interrupt line up, a stale table).
     pub jump_table: *const JumpEntry,
-    /// The INTR line was up when the run loop entered the translation.
-    pub(crate) intr: bool,
-    /// Successors found by lookup (inline or [`helper_lookup`]).
+    /// Successors found by that lookup.
     pub lookups: u64,
     /// Translations run by the trampoline.
     pub runs: u64,
@@ -166,7 +162,7 @@ impl JitEnv {
     pub const LAST_SLOT_OFFSET: i32 = std::mem::offset_of!(JitEnv, last_slot) as i32;
 
     pub(crate) fn new(ctx: &mut Ctx) -> Self {
-        JitEnv { status: STATUS_OK, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None, jmp: std::ptr::null(), jump_table: std::ptr::null(), intr: false, lookups: 0, runs: 0, chained: 0 }
+        JitEnv { status: STATUS_OK, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None, jump_table: std::ptr::null(), lookups: 0, runs: 0, chained: 0 }
     }
 
     /// The exception a translation left pending (vector, error code, source).
@@ -280,30 +276,6 @@ pub unsafe extern "C" fn helper_exec(env: *mut JitEnv, insn: *const Instruction)
             1
         }
     }
-}
-
-/// The translation to run next when a translation leaves through an exit without a linked
-/// successor (QEMU's lookup_and_goto_ptr): state written back, RIP set, [`JitEnv::last_slot`]
-/// stored. Returns the translation (the caller returns it, as a linked exit does) or 0 to go
-/// back to the run loop, which then decides as it always does (interrupts, I/O, a block to
-/// decode or translate).
-///
-/// # Safety
-/// As for [`helper_exec`].
-pub unsafe extern "C" fn helper_lookup(env: *mut JitEnv) -> u64 {
-    // SAFETY: per the contract above.
-    let env = unsafe { &mut *env };
-    if env.jmp.is_null() {
-        return 0;
-    }
-    // SAFETY: the run loop set `jmp` from its jump cache, which it does not touch while the
-    // translation runs.
-    let jmp = unsafe { &*env.jmp };
-    // SAFETY: called from a translation the run loop entered with this env.
-    let ctx = unsafe { env.ctx() };
-    let f = crate::block::lookup_tier1(ctx, jmp, env.intr, env.last_slot);
-    env.lookups += (f != 0) as u64;
-    f
 }
 
 /// The slow path of a load of `flags & 0xF` bytes (1, 2, 4, 8) at 64-bit linear address `la`:

@@ -364,13 +364,12 @@ impl Compiler {
         self.ctx.clear();
         self.ctx.func.signature = self.sig_cc(TRANSLATION_CC, &[I64, I64], Some(I64));
         self.ctx.func.name = UserFuncName::user(0, 0);
-        let (exec, load, store, flags, raise, lookup) = (
+        let (exec, load, store, flags, raise) = (
             self.sig(&[I64, I64], Some(I32)),
             self.sig(&[I64, I64, I32], Some(I64)),
             self.sig(&[I64, I64, I64, I32], None),
             self.sig(&[I64], Some(I64)),
             self.sig(&[I64, I32, I32], None),
-            self.sig(&[I64], Some(I64)),
         );
         let lifted;
         let frontend = self.isa.frontend_config();
@@ -382,7 +381,6 @@ impl Compiler {
                 store: b.import_signature(store),
                 flags: b.import_signature(flags),
                 raise: b.import_signature(raise),
-                lookup: b.import_signature(lookup),
             };
             let entry = b.create_block();
             b.append_block_params_for_function_params(entry);

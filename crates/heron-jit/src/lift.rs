@@ -21,7 +21,7 @@ use cranelift_codegen::packed_option::ReservedValue;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use heron_cpu::state::{rf, sreg, CcOp, CpuState, Segment};
 use heron_cpu::tier1::{
-    helper_exec, helper_flags, helper_load, helper_lookup, helper_raise, helper_store, JitEnv, JumpEntry, LinkSlot, ACCESS_STACK, ACCESS_USER, STATUS_FAULT,
+    helper_exec, helper_flags, helper_load, helper_raise, helper_store, JitEnv, JumpEntry, LinkSlot, ACCESS_STACK, ACCESS_USER, STATUS_FAULT,
 };
 use heron_softmmu::{Tlb, TlbEntry, TlbKind};
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
@@ -40,8 +40,6 @@ pub(crate) struct Sigs {
     pub flags: SigRef,
     /// `fn(env, vector, code)`.
     pub raise: SigRef,
-    /// `fn(env) -> u64`.
-    pub lookup: SigRef,
 }
 
 /// What the translation knows about the status flags at the current point.
@@ -505,43 +503,33 @@ impl<'a, 'f> Lifter<'a, 'f> {
             self.b.ins().store(TRUSTED, params[2], self.env, JitEnv::LAST_SLOT_OFFSET);
             // A linked slot gives the next translation; otherwise look it up.
             let t = self.b.ins().load(I64, TRUSTED, params[2], offset_of!(LinkSlot, target) as i32);
-            let (linked, lookup, slow) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
-            self.b.set_cold_block(slow);
+            let (linked, lookup) = (self.b.create_block(), self.b.create_block());
             self.b.ins().brif(t, linked, &[], lookup, &[]);
             self.b.switch_to_block(linked);
             self.b.ins().return_(&[t]);
             self.b.switch_to_block(lookup);
-            self.inline_lookup(params[0], params[2], slow);
-            self.b.switch_to_block(slow);
-            let f = self.call_addr(helper_lookup as *const ());
-            let call = self.b.ins().call_indirect(self.sigs.lookup, f, &[self.env]);
-            let r = self.b.inst_results(call)[0];
-            self.b.ins().return_(&[r]);
+            self.lookup(params[0], params[2]);
         }
     }
 
-    /// The run loop's table of translations searched inline for RIP `rip` (QEMU's
-    /// lookup_and_goto_ptr, without the call): on a hit (same RIP and mode, and the fetch TLB
-    /// still maps the page the block came from) return its translation, linking `slot` to
-    /// it when both lie in one page; otherwise go to `slow` (the helper). The stop slot and
-    /// a null table (lockstep mode) return 0.
-    fn inline_lookup(&mut self, rip: Value, slot: Value, slow: Block) {
+    /// Return the translation for RIP `rip` from the run loop's table of translations (QEMU's
+    /// lookup_and_goto_ptr, inline): on a hit (same RIP and mode, and the fetch TLB still maps
+    /// the page the block came from), linking `slot` to it when both lie in one page. A miss,
+    /// the stop slot or no table (lockstep mode, an interrupt line up) return 0: the run loop
+    /// decides.
+    fn lookup(&mut self, rip: Value, slot: Value) {
+        let miss = self.b.create_block();
+        self.b.set_cold_block(miss);
+        let next = |b: &mut FunctionBuilder, bad: Value| {
+            let ok = b.create_block();
+            b.ins().brif(bad, miss, &[], ok, &[]);
+            b.switch_to_block(ok);
+        };
         let stop = self.b.ins().icmp_imm_s(IntCC::Equal, slot, self.stop_slot as i64);
         let table = self.b.ins().load(I64, TRUSTED, self.env, JitEnv::JUMP_TABLE_OFFSET);
         let none = self.b.ins().icmp_imm_s(IntCC::Equal, table, 0);
         let give_up = self.b.ins().bor(stop, none);
-        let (ret0, go) = (self.b.create_block(), self.b.create_block());
-        self.b.set_cold_block(ret0);
-        self.b.ins().brif(give_up, ret0, &[], go, &[]);
-        self.b.switch_to_block(ret0);
-        let z = self.b.ins().iconst(I64, 0);
-        self.b.ins().return_(&[z]);
-        self.b.switch_to_block(go);
-        let next = |b: &mut FunctionBuilder, bad: Value| {
-            let ok = b.create_block();
-            b.ins().brif(bad, slow, &[], ok, &[]);
-            b.switch_to_block(ok);
-        };
+        next(self.b, give_up);
         // The entry: jump_cache_index(rip) * size_of::<JumpEntry>().
         debug_assert_eq!(size_of::<JumpEntry>(), 32);
         let sh = self.b.ins().ushr_imm_s(rip, 12);
@@ -584,6 +572,9 @@ impl<'a, 'f> Lifter<'a, 'f> {
         let n = self.b.ins().iadd_imm_s(n, 1);
         self.b.ins().store(TRUSTED, n, self.env, JitEnv::LOOKUPS_OFFSET);
         self.b.ins().return_(&[f]);
+        self.b.switch_to_block(miss);
+        let z = self.b.ins().iconst(I64, 0);
+        self.b.ins().return_(&[z]);
     }
 
     // ---- memory ----
