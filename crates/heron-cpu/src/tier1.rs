@@ -225,8 +225,11 @@ pub struct TranslatorStats {
     pub translated_insns: u64,
     /// Guest instructions lifted to host code (the rest call [`helper_exec`]).
     pub lifted_insns: u64,
-    /// Host time spent translating, in ns.
+    /// Host time spent translating, in ns (both threads).
     pub compile_ns: u64,
+    /// Of that, time on the background thread ([`Translator::submit`]), in ns: it does not
+    /// stop the guest.
+    pub background_ns: u64,
     /// Bytes of host code emitted.
     pub code_bytes: u64,
     /// Whole code-cache flushes (of a non-empty cache).

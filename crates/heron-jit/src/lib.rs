@@ -215,8 +215,9 @@ impl Jit {
         Request { blocks, cpl: tb.cpl, bits: tb.bits, slots, null_slot: self.links.null_slot(), stop_slot: self.links.stop_slot() }
     }
 
-    /// Copy compiled code into the arena and keep what it refers to until the next flush.
-    fn install(&mut self, c: Compiled) -> Result<Tier1Fn, TranslateError> {
+    /// Copy compiled code into the arena and keep what it refers to until the next flush
+    /// (`background`: it was compiled on the background thread).
+    fn install(&mut self, c: Compiled, background: bool) -> Result<Tier1Fn, TranslateError> {
         let p = self.arena.alloc(&c.code).ok_or(TranslateError::CacheFull)?;
         let n: usize = c.blocks.iter().map(|b| b.len()).sum();
         if let Some(map) = self.perf_map.as_mut() {
@@ -236,6 +237,9 @@ impl Jit {
         self.stats.lifted_insns += c.lifted;
         self.stats.code_bytes += c.code.len() as u64;
         self.stats.compile_ns += c.ns;
+        if background {
+            self.stats.background_ns += c.ns;
+        }
         self.insns.extend(c.blocks);
         // The code was compiled for the signature the trampoline calls; the link slots and
         // instructions it refers to live until the next flush.
@@ -411,7 +415,7 @@ impl Translator for Jit {
         }
         let req = self.request(tb);
         let c = self.compiler.compile(req)?;
-        self.install(c)
+        self.install(c, false)
     }
 
     fn submit(&mut self, id: u64, tb: &TbInfo) -> bool {
@@ -428,7 +432,7 @@ impl Translator for Jit {
         loop {
             let (epoch, id, r) = self.background.as_ref()?.results.try_recv().ok()?;
             if epoch == self.epoch {
-                return Some((id, r.and_then(|c| self.install(c))));
+                return Some((id, r.and_then(|c| self.install(c, true))));
             }
         }
     }
