@@ -816,7 +816,9 @@ fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc
     }
     let fetch = &mut *caches.fetch;
     // Decode a new block from this page.
-    ctx.fetch_page(la, fetch)?;
+    // Enough for the longest block (a cut before the page's end only ends a block early:
+    // the first instruction always fits).
+    ctx.fetch_page(la, fetch, (MAX_BLOCK_INSNS * 15) as u64)?;
     let mut insns = Vec::with_capacity(16);
     let mut page2 = pa & !0xFFF;
     {
@@ -830,10 +832,10 @@ fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc
                     // The first instruction crosses into the next page: fetch 15 more bytes.
                     let next_la = if bits == 64 { (la | 0xFFF).wrapping_add(1) } else { ((la | 0xFFF) + 1) & 0xFFFF_FFFF };
                     let mut buf2 = Vec::new();
-                    let pa2 = ctx.fetch_page(next_la, &mut buf2)?;
+                    let pa2 = ctx.fetch_page(next_la, &mut buf2, 15)?;
                     page2 = pa2 & !0xFFF;
                     let mut bytes = fetch[pos..].to_vec();
-                    bytes.extend_from_slice(&buf2[..buf2.len().min(15)]);
+                    bytes.extend_from_slice(&buf2);
                     let mut d2 = Decoder::with_ip(bits, &bytes, rip, DecoderOptions::NONE);
                     d2.decode_out(&mut ins);
                     insns.push(ins);

@@ -207,12 +207,12 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Fetch bytes of code at linear `la` into `buf` (stops at the end of the page);
-    /// returns the physical address of `la`.
-    pub fn fetch_page(&mut self, la: u64, buf: &mut Vec<u8>) -> Res<u64> {
+    /// Fetch up to `max` bytes of code at linear `la` into `buf` (stopping at the end of the
+    /// page); returns the physical address of `la`.
+    pub fn fetch_page(&mut self, la: u64, buf: &mut Vec<u8>, max: u64) -> Res<u64> {
         let user = self.is_user();
         let pa = self.translate(la, TlbKind::Fetch, user)?;
-        let n = 0x1000 - (pa & 0xFFF);
+        let n = (0x1000 - (pa & 0xFFF)).min(max);
         buf.clear();
         if pa + n <= self.ram_size {
             buf.extend_from_slice(&self.ram.as_slice()[pa as usize..(pa + n) as usize]);

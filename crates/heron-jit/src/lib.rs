@@ -98,6 +98,10 @@ pub struct Jit {
 struct Background {
     requests: Option<mpsc::Sender<(u64, u64, Request)>>,
     results: mpsc::Receiver<(u64, u64, Result<Compiled, TranslateError>)>,
+    /// Results sent so far, and taken: `poll` runs between every two guest blocks, and an
+    /// atomic load is cheaper than an empty channel's `try_recv`.
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    taken: u64,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -253,6 +257,8 @@ impl Jit {
         self.background.get_or_insert_with(|| {
             let (req_tx, req_rx) = mpsc::channel::<(u64, u64, Request)>();
             let (res_tx, res_rx) = mpsc::channel();
+            let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let counter = sent.clone();
             let thread = std::thread::Builder::new()
                 .name("heron-jit".into())
                 .spawn(move || {
@@ -261,10 +267,11 @@ impl Jit {
                         if res_tx.send((epoch, id, compiler.compile(req))).is_err() {
                             break;
                         }
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Release);
                     }
                 })
                 .ok();
-            Background { requests: Some(req_tx), results: res_rx, thread }
+            Background { requests: Some(req_tx), results: res_rx, sent, taken: 0, thread }
         })
     }
 }
@@ -430,7 +437,12 @@ impl Translator for Jit {
 
     fn poll(&mut self) -> Option<(u64, Result<Tier1Fn, TranslateError>)> {
         loop {
-            let (epoch, id, r) = self.background.as_ref()?.results.try_recv().ok()?;
+            let bg = self.background.as_mut()?;
+            if bg.sent.load(std::sync::atomic::Ordering::Acquire) == bg.taken {
+                return None;
+            }
+            let (epoch, id, r) = bg.results.try_recv().ok()?;
+            bg.taken += 1;
             if epoch == self.epoch {
                 return Some((id, r.and_then(|c| self.install(c, true))));
             }
