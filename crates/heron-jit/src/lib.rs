@@ -16,13 +16,12 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
-use cranelift_codegen::ir::{AbiParam, Signature, UserFuncName};
+use cranelift_codegen::ir::{AbiParam, BlockArg, InstBuilder, MemFlagsData, Signature, UserFuncName};
 use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData};
 use heron_cpu::state::CpuState;
 use heron_cpu::tier1::{JitEnv, LinkSlot, TbInfo, Tier1Enter, Tier1Fn, TranslateError, Translator, TranslatorStats};
 use iced_x86::Instruction;
@@ -187,7 +186,7 @@ impl Jit {
             .finish(settings::Flags::new(flags))
             .map_err(|e| JitError::Isa(e.to_string()))?;
         let mut compiler = Compiler::new(isa, config.lockstep);
-        let code = compiler.trampoline().map_err(|e| JitError::Isa(format!("{e}")))?;
+        let code = compiler.trampoline().map_err(JitError::Isa)?;
         let mut enter_code = CodeArena::new(4096)?;
         let p = enter_code.alloc(&code).ok_or_else(|| JitError::Isa("trampoline larger than a page".into()))?;
         // SAFETY: `p` holds the trampoline Cranelift compiled for the `Tier1Enter` signature
@@ -313,7 +312,7 @@ impl Compiler {
             b.switch_to_block(entry);
             let p = b.block_params(entry).to_vec();
             let (env, state) = (p[0], p[1]);
-            b.ins().jump(lp, &[cranelift_codegen::ir::BlockArg::Value(p[2])]);
+            b.ins().jump(lp, &[BlockArg::Value(p[2])]);
             let count = |b: &mut FunctionBuilder, off: i32| {
                 let n = b.ins().load(I64, T, env, off);
                 let n = b.ins().iadd_imm_s(n, 1);
@@ -326,7 +325,7 @@ impl Compiler {
             let call = b.ins().call_indirect(tsig, f, &[env, state]);
             let next = b.inst_results(call)[0];
             count(&mut b, JitEnv::RUNS_OFFSET);
-            b.ins().brif(next, check, &[cranelift_codegen::ir::BlockArg::Value(next)], done, &[]);
+            b.ins().brif(next, check, &[BlockArg::Value(next)], done, &[]);
             b.switch_to_block(check);
             let next = b.block_params(check)[0];
             let ic = b.ins().load(I64, T, state, std::mem::offset_of!(CpuState, icount) as i32);
@@ -338,7 +337,7 @@ impl Compiler {
             b.ins().brif(stop, done, &[], cont, &[]);
             b.switch_to_block(cont);
             count(&mut b, JitEnv::CHAINED_OFFSET);
-            b.ins().jump(lp, &[cranelift_codegen::ir::BlockArg::Value(next)]);
+            b.ins().jump(lp, &[BlockArg::Value(next)]);
             b.switch_to_block(done);
             let z = b.ins().iconst(I64, 0);
             b.ins().return_(&[z]);
