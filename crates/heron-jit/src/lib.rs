@@ -208,14 +208,18 @@ impl Jit {
     }
 
     /// The request for `tb`: copies of its blocks and link slots for its exits (at most two
-    /// per block; none when the region spans pages, or when the table is full).
-    fn request(&mut self, tb: &TbInfo) -> Request {
+    /// per block; none when the region spans pages, or when the table is full). Only 64-bit
+    /// code is translated.
+    fn request(&mut self, tb: &TbInfo) -> Result<Request, TranslateError> {
+        if tb.bits != 64 {
+            return Err(TranslateError::Unsupported("only 64-bit code is translated"));
+        }
         let blocks: Vec<Box<[Instruction]>> = tb.blocks.iter().map(|b| Box::<[Instruction]>::from(*b)).collect();
         let slots = match tb.page {
             Some(page) => (0..2 * blocks.len()).map_while(|_| self.links.alloc(page)).collect::<Vec<_>>().into_iter().rev().collect(),
             None => Vec::new(),
         };
-        Request { blocks, cpl: tb.cpl, bits: tb.bits, slots, null_slot: self.links.null_slot(), stop_slot: self.links.stop_slot() }
+        Ok(Request { blocks, cpl: tb.cpl, bits: tb.bits, slots, null_slot: self.links.null_slot(), stop_slot: self.links.stop_slot() })
     }
 
     /// Copy compiled code into the arena and keep what it refers to until the next flush
@@ -367,9 +371,6 @@ impl Compiler {
     }
 
     fn compile(&mut self, req: Request) -> Result<Compiled, TranslateError> {
-        if req.bits != 64 {
-            return Err(TranslateError::Unsupported("only 64-bit code is translated"));
-        }
         let t0 = Instant::now();
         self.ctx.clear();
         self.ctx.func.signature = self.sig_cc(TRANSLATION_CC, &[I64, I64], Some(I64));
@@ -416,19 +417,13 @@ impl Compiler {
 
 impl Translator for Jit {
     fn translate(&mut self, tb: &TbInfo) -> Result<Tier1Fn, TranslateError> {
-        if tb.bits != 64 {
-            return Err(TranslateError::Unsupported("only 64-bit code is translated"));
-        }
-        let req = self.request(tb);
+        let req = self.request(tb)?;
         let c = self.compiler.compile(req)?;
         self.install(c, false)
     }
 
     fn submit(&mut self, id: u64, tb: &TbInfo) -> bool {
-        if tb.bits != 64 {
-            return false;
-        }
-        let req = self.request(tb);
+        let Ok(req) = self.request(tb) else { return false };
         let epoch = self.epoch;
         let bg = self.background();
         bg.thread.is_some() && bg.requests.as_ref().is_some_and(|q| q.send((epoch, id, req)).is_ok())

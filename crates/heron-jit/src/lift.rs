@@ -709,11 +709,18 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.b.switch_to_block(cont);
     }
 
+    /// #GP(0) unless the 64-bit address `t` is canonical.
     fn check_canonical(&mut self, t: Value) {
+        self.check_canonical_as(t, heron_cpu::vec::GP);
+    }
+
+    /// Raise `vector` (with error code 0: #GP(0), or #SS(0) for the stack segment) unless the
+    /// 64-bit address `t` is canonical.
+    fn check_canonical_as(&mut self, t: Value, vector: u8) {
         let sh = self.b.ins().ishl_imm_s(t, 16);
         let sx = self.b.ins().sshr_imm_s(sh, 16);
         let bad = self.b.ins().icmp(IntCC::NotEqual, sx, t);
-        self.raise_if(bad, heron_cpu::vec::GP, Some(0));
+        self.raise_if(bad, vector, Some(0));
     }
 
     // ---- operands ----

@@ -172,14 +172,7 @@ impl Lifter<'_, '_> {
     /// (#SS(0) for the stack segment, else #GP(0)), then aligned unless `unaligned` (#GP(0)).
     fn xmm_la(&mut self, i: &Instruction, aligned: bool) -> Value {
         let la = self.lin(i);
-        if Self::is_stack(i) {
-            let sh = self.b.ins().ishl_imm_s(la, 16);
-            let sx = self.b.ins().sshr_imm_s(sh, 16);
-            let bad = self.b.ins().icmp(IntCC::NotEqual, sx, la);
-            self.raise_if(bad, heron_cpu::vec::SS, Some(0));
-        } else {
-            self.check_canonical(la);
-        }
+        self.check_canonical_as(la, if Self::is_stack(i) { heron_cpu::vec::SS } else { heron_cpu::vec::GP });
         if aligned {
             let low = self.b.ins().band_imm_s(la, 15);
             let bad = self.b.ins().icmp_imm_s(IntCC::NotEqual, low, 0);
