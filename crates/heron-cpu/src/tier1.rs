@@ -126,6 +126,8 @@ pub const STATUS_END: u32 = 2;
 pub struct JitEnv {
     /// Result of the last load/store helper: [`STATUS_OK`], [`STATUS_FAULT`] or [`STATUS_END`].
     pub status: u32,
+    /// The value the last helper returned (a load's value, the flags, whether to leave).
+    pub result: u64,
     /// The link slot of the exit a translation last left through (null for exits without
     /// one): the run loop links it to the next translation it enters.
     pub last_slot: *mut LinkSlot,
@@ -148,6 +150,8 @@ pub struct JitEnv {
 impl JitEnv {
     /// Byte offset of [`JitEnv::status`].
     pub const STATUS_OFFSET: i32 = std::mem::offset_of!(JitEnv, status) as i32;
+    /// Byte offset of [`JitEnv::result`].
+    pub const RESULT_OFFSET: i32 = std::mem::offset_of!(JitEnv, result) as i32;
     /// Byte offset of [`JitEnv::until`].
     pub const UNTIL_OFFSET: i32 = std::mem::offset_of!(JitEnv, until) as i32;
     /// Byte offset of [`JitEnv::runs`].
@@ -162,7 +166,7 @@ impl JitEnv {
     pub const LAST_SLOT_OFFSET: i32 = std::mem::offset_of!(JitEnv, last_slot) as i32;
 
     pub(crate) fn new(ctx: &mut Ctx) -> Self {
-        JitEnv { status: STATUS_OK, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None, jump_table: std::ptr::null(), lookups: 0, runs: 0, chained: 0 }
+        JitEnv { status: STATUS_OK, result: 0, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None, jump_table: std::ptr::null(), lookups: 0, runs: 0, chained: 0 }
     }
 
     /// The exception a translation left pending (vector, error code, source).
@@ -259,68 +263,77 @@ pub trait Translator {
     fn stats(&self) -> TranslatorStats;
 }
 
-/// Execute one instruction with tier-0 semantics (QEMU's helper pattern). Before the call the
-/// translation has written back every register, the lazy flags and `icount`; RIP is set here.
-/// Returns 0 to go on with the next instruction (the state may have changed: reload it), 1 to
-/// leave the block now (it ended, or an exception is pending in `env`).
+/// The one signature of the helpers translated code calls: `env` and up to three arguments
+/// (the unused ones are ignored); results go to [`JitEnv::result`] and [`JitEnv::status`].
+/// One shape lets a translator call them all through one register-preserving stub (so a
+/// slow path does not make the translation spill its registers).
+pub type Helper = unsafe extern "C" fn(env: *mut JitEnv, a: u64, b: u64, c: u64);
+
+/// Execute the instruction at address `insn` (an [`Instruction`]) with tier-0 semantics
+/// (QEMU's helper pattern). Before the call the translation has written back every register,
+/// the lazy flags and `icount`; RIP is set here. [`JitEnv::result`]: 0 to go on with the next
+/// instruction (the state may have changed: reload it), 1 to leave the block now (it ended, or
+/// an exception is pending in `env`).
 ///
 /// # Safety
 /// `env` is the env the run loop passed to the translation; `insn` points to a live instruction.
-pub unsafe extern "C" fn helper_exec(env: *mut JitEnv, insn: *const Instruction) -> u32 {
+pub unsafe extern "C" fn helper_exec(env: *mut JitEnv, insn: u64, _: u64, _: u64) {
     // SAFETY: per the contract above.
-    let (env, i) = unsafe { (&mut *env, &*insn) };
+    let (env, i) = unsafe { (&mut *env, &*(insn as *const Instruction)) };
     // SAFETY: called from a translation the run loop entered with this env.
     let ctx = unsafe { env.ctx() };
-    match crate::block::step(ctx, i) {
+    env.result = match crate::block::step(ctx, i) {
         crate::block::Step::Next => 0,
         crate::block::Step::End => 1,
         crate::block::Step::Raise(v, c, src) => {
             env.pending = Some((v, c, src));
             1
         }
-    }
+    };
 }
 
 /// The slow path of a load of `flags & 0xF` bytes (1, 2, 4, 8) at 64-bit linear address `la`:
-/// canonical check, TLB fill through the page walk, MMIO. Sets [`JitEnv::status`]; on a fault
-/// the exception is pending and the value is 0. `icount` must be current (devices read it).
+/// canonical check, TLB fill through the page walk, MMIO. The value (zero-extended) goes to
+/// [`JitEnv::result`]; sets [`JitEnv::status`]; on a fault the exception is pending and the
+/// value is 0. `icount` must be current (devices read it).
 ///
 /// # Safety
 /// As for [`helper_exec`].
-pub unsafe extern "C" fn helper_load(env: *mut JitEnv, la: u64, flags: u32) -> u64 {
+pub unsafe extern "C" fn helper_load(env: *mut JitEnv, la: u64, flags: u64, _: u64) {
     // SAFETY: per the contract above.
     let env = unsafe { &mut *env };
     // SAFETY: as above.
     let ctx = unsafe { env.ctx() };
+    let flags = flags as u32;
     env.status = STATUS_OK;
+    env.result = 0;
     if !crate::mmu::canonical(la) {
         env.fault(canonical_fault(flags));
-        return 0;
+        return;
     }
     match ctx.read_lin_as(la, flags & 0xF, flags & ACCESS_USER != 0) {
         Ok(v) => {
             if ctx.io_touched {
                 env.status = STATUS_END;
             }
-            v
+            env.result = v;
         }
-        Err(e) => {
-            env.fault(e);
-            0
-        }
+        Err(e) => env.fault(e),
     }
 }
 
-/// The slow path of a store (see [`helper_load`]); a store to a page holding code invalidates
-/// its blocks and sets [`STATUS_END`] (DESIGN.md §6).
+/// The slow path of a store of the low `flags & 0xF` bytes of `value` (see [`helper_load`]);
+/// a store to a page holding code invalidates its blocks and sets [`STATUS_END`]
+/// (DESIGN.md §6).
 ///
 /// # Safety
 /// As for [`helper_exec`].
-pub unsafe extern "C" fn helper_store(env: *mut JitEnv, la: u64, value: u64, flags: u32) {
+pub unsafe extern "C" fn helper_store(env: *mut JitEnv, la: u64, value: u64, flags: u64) {
     // SAFETY: per the contract above.
     let env = unsafe { &mut *env };
     // SAFETY: as above.
     let ctx = unsafe { env.ctx() };
+    let flags = flags as u32;
     env.status = STATUS_OK;
     if !crate::mmu::canonical(la) {
         env.fault(canonical_fault(flags));
@@ -344,13 +357,17 @@ fn canonical_fault(flags: u32) -> Exception {
     }
 }
 
-/// The six status flags computed from the lazy-flag fields in `state` (RFLAGS bit positions).
+/// The six status flags computed from the lazy-flag fields of the state (RFLAGS bit
+/// positions), to [`JitEnv::result`].
 ///
 /// # Safety
-/// `state` points to the live CPU state.
-pub unsafe extern "C" fn helper_flags(state: *const CpuState) -> u64 {
+/// As for [`helper_exec`].
+pub unsafe extern "C" fn helper_flags(env: *mut JitEnv, _: u64, _: u64, _: u64) {
     // SAFETY: per the contract above.
-    unsafe { (*state).status_flags() }
+    let env = unsafe { &mut *env };
+    // SAFETY: as above.
+    let ctx = unsafe { env.ctx() };
+    env.result = ctx.s.status_flags();
 }
 
 /// Make exception `vector` pending (with `error_code` unless it is `u32::MAX`) for a check the
@@ -358,9 +375,10 @@ pub unsafe extern "C" fn helper_flags(state: *const CpuState) -> u64 {
 ///
 /// # Safety
 /// As for [`helper_exec`].
-pub unsafe extern "C" fn helper_raise(env: *mut JitEnv, vector: u32, error_code: u32) {
+pub unsafe extern "C" fn helper_raise(env: *mut JitEnv, vector: u64, error_code: u64, _: u64) {
     // SAFETY: per the contract above.
     let env = unsafe { &mut *env };
+    let error_code = error_code as u32;
     let code = (error_code != u32::MAX).then_some(error_code);
     env.fault(Exception { vector: vector as u8, error_code: code });
 }

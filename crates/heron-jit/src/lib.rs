@@ -110,6 +110,8 @@ struct Compiler {
     ctx: cranelift_codegen::Context,
     fb_ctx: FunctionBuilderContext,
     lockstep: bool,
+    /// Address of the helper stub ([`Compiler::helper_stub`]) translations call.
+    stub: u64,
 }
 
 /// A region to compile, with what its code refers to already allocated by the translator.
@@ -185,10 +187,13 @@ impl Jit {
             .map_err(|e| JitError::Isa(e.to_string()))?
             .finish(settings::Flags::new(flags))
             .map_err(|e| JitError::Isa(e.to_string()))?;
-        let mut compiler = Compiler::new(isa, config.lockstep);
+        let mut compiler = Compiler::new(isa, config.lockstep, 0);
+        let mut enter_code = CodeArena::new(ENTER_CODE_BYTES)?;
+        let too_big = || JitError::Isa("trampoline and stub larger than their arena".into());
+        let stub = compiler.helper_stub().map_err(JitError::Isa)?;
+        compiler.stub = enter_code.alloc(&stub).ok_or_else(too_big)? as u64;
         let code = compiler.trampoline().map_err(JitError::Isa)?;
-        let mut enter_code = CodeArena::new(4096)?;
-        let p = enter_code.alloc(&code).ok_or_else(|| JitError::Isa("trampoline larger than a page".into()))?;
+        let p = enter_code.alloc(&code).ok_or_else(too_big)?;
         // SAFETY: `p` holds the trampoline Cranelift compiled for the `Tier1Enter` signature
         // (three pointers in, u64 out, the host's C calling convention), with no relocations.
         let enter = unsafe { std::mem::transmute::<*const u8, Tier1Enter>(p) };
@@ -255,7 +260,7 @@ impl Jit {
 
     /// The background thread, started on first use.
     fn background(&mut self) -> &mut Background {
-        let lockstep = self.compiler.lockstep;
+        let (lockstep, stub) = (self.compiler.lockstep, self.compiler.stub);
         let isa = self.compiler.isa.clone();
         self.background.get_or_insert_with(|| {
             let (req_tx, req_rx) = mpsc::channel::<(u64, u64, Request)>();
@@ -265,7 +270,7 @@ impl Jit {
             let thread = std::thread::Builder::new()
                 .name("heron-jit".into())
                 .spawn(move || {
-                    let mut compiler = Compiler::new(isa, lockstep);
+                    let mut compiler = Compiler::new(isa, lockstep, stub);
                     for (epoch, id, req) in req_rx {
                         if res_tx.send((epoch, id, compiler.compile(req))).is_err() {
                             break;
@@ -295,6 +300,19 @@ impl Drop for Jit {
 /// registers, so a translation saves none in its prologue (the trampoline saves them once per
 /// run of a chain).
 const TRANSLATION_CC: CallConv = CallConv::Winch;
+
+/// Bytes of the mapping that holds the trampoline and the helper stub.
+const ENTER_CODE_BYTES: usize = 16 * 1024;
+
+/// The helper stub's signature `(env, helper, a, b, c)`, in Cranelift's `preserve_all`
+/// convention: a call to it clobbers no register, so the values a translation keeps in
+/// registers stay there across a slow path (with a clobbering call, the register allocator
+/// spills them, often on the fast path too).
+fn stub_sig() -> Signature {
+    let mut s = Signature::new(CallConv::PreserveAll);
+    s.params.extend([AbiParam::new(I64); 5]);
+    s
+}
 
 impl Compiler {
     /// The [`Tier1Enter`] trampoline: calls translations in [`TRANSLATION_CC`] while they
@@ -348,15 +366,42 @@ impl Compiler {
             b.seal_all_blocks();
             b.finalize(frontend);
         }
-        let code = self.ctx.compile(&*self.isa, &mut ControlPlane::default()).map_err(|e| format!("{:?}", e.inner))?;
+        self.finish_code("the trampoline")
+    }
+
+    /// The helper stub: calls `helper(env, a, b, c)` (a [`heron_cpu::tier1::Helper`], in the
+    /// host's C convention) saving every register it clobbers ([`stub_sig`]).
+    fn helper_stub(&mut self) -> Result<Vec<u8>, String> {
+        self.ctx.clear();
+        self.ctx.func.signature = stub_sig();
+        let hsig = self.sig(&[I64; 4], None);
+        let frontend = self.isa.frontend_config();
+        {
+            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fb_ctx);
+            let hsig = b.import_signature(hsig);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let p = b.block_params(entry).to_vec();
+            b.ins().call_indirect(hsig, p[1], &[p[0], p[2], p[3], p[4]]);
+            b.ins().return_(&[]);
+            b.seal_all_blocks();
+            b.finalize(frontend);
+        }
+        self.finish_code("the helper stub")
+    }
+
+    /// The machine code of the function in `self.ctx`, which must need no relocations.
+    fn finish_code(&mut self, what: &str) -> Result<Vec<u8>, String> {
+        let code = self.ctx.compile(&*self.isa, &mut ControlPlane::default()).map_err(|e| format!("{what}: {:?}", e.inner))?;
         if !code.buffer.relocs().is_empty() {
-            return Err("unexpected relocations in the trampoline".into());
+            return Err(format!("unexpected relocations in {what}"));
         }
         Ok(code.code_buffer().to_vec())
     }
 
-    fn new(isa: OwnedTargetIsa, lockstep: bool) -> Self {
-        Compiler { isa, ctx: cranelift_codegen::Context::new(), fb_ctx: FunctionBuilderContext::new(), lockstep }
+    fn new(isa: OwnedTargetIsa, lockstep: bool, stub: u64) -> Self {
+        Compiler { isa, ctx: cranelift_codegen::Context::new(), fb_ctx: FunctionBuilderContext::new(), lockstep, stub }
     }
 
     fn sig(&self, params: &[cranelift_codegen::ir::Type], ret: Option<cranelift_codegen::ir::Type>) -> Signature {
@@ -375,29 +420,16 @@ impl Compiler {
         self.ctx.clear();
         self.ctx.func.signature = self.sig_cc(TRANSLATION_CC, &[I64, I64], Some(I64));
         self.ctx.func.name = UserFuncName::user(0, 0);
-        let (exec, load, store, flags, raise) = (
-            self.sig(&[I64, I64], Some(I32)),
-            self.sig(&[I64, I64, I32], Some(I64)),
-            self.sig(&[I64, I64, I64, I32], None),
-            self.sig(&[I64], Some(I64)),
-            self.sig(&[I64, I32, I32], None),
-        );
         let lifted;
         let frontend = self.isa.frontend_config();
         {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fb_ctx);
-            let sigs = lift::Sigs {
-                exec: b.import_signature(exec),
-                load: b.import_signature(load),
-                store: b.import_signature(store),
-                flags: b.import_signature(flags),
-                raise: b.import_signature(raise),
-            };
+            let stub = (b.import_signature(stub_sig()), self.stub);
             let entry = b.create_block();
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
             let (env, state) = (b.block_params(entry)[0], b.block_params(entry)[1]);
-            let mut l = lift::Lifter::new(&mut b, env, state, sigs, req.cpl == 3, req.slots, req.null_slot);
+            let mut l = lift::Lifter::new(&mut b, env, state, stub, req.cpl == 3, req.slots, req.null_slot);
             l.inline_stores = !self.lockstep;
             l.stop_slot = req.stop_slot;
             l.mode_key = heron_cpu::tier1::JumpEntry::mode(req.bits, req.cpl, false);

@@ -14,33 +14,19 @@
 
 use std::mem::{offset_of, size_of};
 
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{I32, I64, I8};
-use cranelift_codegen::ir::{Block, BlockArg, InstBuilder, MemFlagsData, SigRef, Value};
+use cranelift_codegen::ir::condcodes::{CondCode, IntCC};
+use cranelift_codegen::ir::types::{I16, I32, I64, I8};
+use cranelift_codegen::ir::{Block, BlockArg, InstBuilder, InstructionData, MemFlagsData, SigRef, Value};
 use cranelift_codegen::packed_option::ReservedValue;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use heron_cpu::state::{rf, sreg, CcOp, CpuState, Segment};
 use heron_cpu::tier1::{
-    helper_exec, helper_flags, helper_load, helper_raise, helper_store, JitEnv, JumpEntry, LinkSlot, ACCESS_STACK, ACCESS_USER, STATUS_FAULT,
+    helper_exec, helper_flags, helper_load, helper_raise, helper_store, Helper, JitEnv, JumpEntry, LinkSlot, ACCESS_STACK, ACCESS_USER, STATUS_FAULT,
 };
 use heron_softmmu::{Tlb, TlbEntry, TlbKind};
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
 
 mod sse;
-
-/// Signatures of the helpers, imported into the function being built.
-pub(crate) struct Sigs {
-    /// `fn(env, insn) -> u32`.
-    pub exec: SigRef,
-    /// `fn(env, la, flags) -> u64`.
-    pub load: SigRef,
-    /// `fn(env, la, value, flags)`.
-    pub store: SigRef,
-    /// `fn(state) -> u64`.
-    pub flags: SigRef,
-    /// `fn(env, vector, code)`.
-    pub raise: SigRef,
-}
 
 /// What the translation knows about the status flags at the current point.
 #[derive(Clone, Copy)]
@@ -79,7 +65,9 @@ pub(crate) struct Lifter<'a, 'f> {
     pub b: &'a mut FunctionBuilder<'f>,
     pub env: Value,
     pub state: Value,
-    pub sigs: Sigs,
+    /// The helper stub's signature (imported into the function) and address: every helper
+    /// is called through it.
+    stub: (SigRef, u64),
     /// Guest registers already read or written in the current block (mainline values).
     cache: [Option<Value>; 16],
     /// Registers (bit n: `cache[n]`) written in the current block and not yet stored to the
@@ -170,7 +158,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         b: &'a mut FunctionBuilder<'f>,
         env: Value,
         state: Value,
-        sigs: Sigs,
+        stub: (SigRef, u64),
         user: bool,
         links: Vec<u64>,
         null_slot: u64,
@@ -194,7 +182,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
             b,
             env,
             state,
-            sigs,
+            stub,
             cache: [None; 16],
             dirty: 0,
             zx: Default::default(),
@@ -441,16 +429,20 @@ impl<'a, 'f> Lifter<'a, 'f> {
         let dirty = std::mem::take(&mut self.dirty);
         let ic = self.b.ins().iadd_imm_s(self.icount0, retired as i64);
         let until = self.b.use_var(self.until);
-        let mut stop = self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, ic, until);
-        if target <= self.cur.ip() {
-            // A back-edge: a loop must also notice an exit request.
-            let req = self.b.ins().load(I32, TRUSTED, self.state, offset_of!(CpuState, exit_request) as i32);
-            let req = self.b.ins().icmp_imm_s(IntCC::NotEqual, req, 0);
-            stop = self.b.ins().bor(stop, req);
-        }
+        let over = self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, ic, until);
         let (out, cont) = (self.b.create_block(), self.b.create_block());
         self.b.set_cold_block(out);
-        self.b.ins().brif(stop, out, &[], cont, &[]);
+        if target <= self.cur.ip() {
+            // A back-edge: a loop must also notice an exit request (two branches: cheaper
+            // than combining the conditions).
+            let check = self.b.create_block();
+            self.b.ins().brif(over, out, &[], check, &[]);
+            self.b.switch_to_block(check);
+            let req = self.b.ins().load(I32, TRUSTED, self.state, offset_of!(CpuState, exit_request) as i32);
+            self.b.ins().brif(req, out, &[], cont, &[]);
+        } else {
+            self.b.ins().brif(over, out, &[], cont, &[]);
+        }
         self.b.switch_to_block(out);
         let rip = self.iconst(target);
         self.exit(rip, retired, Some(self.stop_slot));
@@ -579,8 +571,17 @@ impl<'a, 'f> Lifter<'a, 'f> {
 
     // ---- memory ----
 
-    fn call_addr(&mut self, f: *const ()) -> Value {
-        self.b.ins().iconst(I64, f as usize as i64)
+    /// Call helper `h` with `args` through the stub (no register is clobbered); its result
+    /// is then in [`JitEnv::result`].
+    fn call_helper(&mut self, h: Helper, args: [Value; 3]) {
+        let f = self.b.ins().iconst(I64, h as usize as i64);
+        let stub = self.b.ins().iconst(I64, self.stub.1 as i64);
+        self.b.ins().call_indirect(self.stub.0, stub, &[self.env, f, args[0], args[1], args[2]]);
+    }
+
+    /// [`JitEnv::result`], as the last helper left it.
+    fn helper_result(&mut self) -> Value {
+        self.b.ins().load(I64, TRUSTED, self.env, JitEnv::RESULT_OFFSET)
     }
 
     /// Entry address of the TLB slot for `la` in table `(user, kind)`, minus the table offset.
@@ -659,11 +660,10 @@ impl<'a, 'f> Lifter<'a, 'f> {
 
         self.b.switch_to_block(slow);
         self.store_icount(self.k);
-        let f = self.call_addr(helper_load as *const ());
-        let fl = self.access_flags(size, stack);
-        let flags = self.b.ins().iconst(I32, fl);
-        let call = self.b.ins().call_indirect(self.sigs.load, f, &[self.env, la, flags]);
-        let v = self.b.inst_results(call)[0];
+        let flags = self.iconst(self.access_flags(size, stack) as u64);
+        let unused = self.iconst(0);
+        self.call_helper(helper_load, [la, flags, unused]);
+        let v = self.helper_result();
         self.b.def_var(self.tmp, v);
         self.status_check(join);
 
@@ -685,10 +685,8 @@ impl<'a, 'f> Lifter<'a, 'f> {
 
         self.b.switch_to_block(slow);
         self.store_icount(self.k);
-        let f = self.call_addr(helper_store as *const ());
-        let fl = self.access_flags(size, stack);
-        let flags = self.b.ins().iconst(I32, fl);
-        self.b.ins().call_indirect(self.sigs.store, f, &[self.env, la, v, flags]);
+        let flags = self.iconst(self.access_flags(size, stack) as u64);
+        self.call_helper(helper_store, [la, v, flags]);
         self.status_check(join);
 
         self.b.switch_to_block(join);
@@ -701,10 +699,10 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.b.ins().brif(bad, raise, &[], cont, &[]);
         self.b.switch_to_block(raise);
         self.store_icount(self.k);
-        let f = self.call_addr(helper_raise as *const ());
-        let v = self.b.ins().iconst(I32, vector as i64);
-        let c = self.b.ins().iconst(I32, code.map_or(-1, |c| c as i64));
-        self.b.ins().call_indirect(self.sigs.raise, f, &[self.env, v, c]);
+        let v = self.iconst(vector as u64);
+        let c = self.iconst(code.unwrap_or(u32::MAX) as u64);
+        let unused = self.iconst(0);
+        self.call_helper(helper_raise, [v, c, unused]);
         self.branch_to_fault_exit(None);
         self.b.switch_to_block(cont);
     }
@@ -818,9 +816,9 @@ impl<'a, 'f> Lifter<'a, 'f> {
             return src;
         }
         self.store_cc();
-        let f = self.call_addr(helper_flags as *const ());
-        let call = self.b.ins().call_indirect(self.sigs.flags, f, &[self.state]);
-        self.b.inst_results(call)[0]
+        let unused = self.iconst(0);
+        self.call_helper(helper_flags, [unused; 3]);
+        self.helper_result()
     }
 
     fn bit(&mut self, flags: Value, bit: u32) -> Value {
@@ -918,10 +916,22 @@ impl<'a, 'f> Lifter<'a, 'f> {
             }
         };
         if cc & 1 != 0 {
-            self.b.ins().bxor_imm_s(r, 1)
+            self.negate(r)
         } else {
             r
         }
+    }
+
+    /// Logical NOT of the i8 0/1 `r`: the complementary comparison when `r` is a compare (so
+    /// that a branch on it stays one `cmp` + `jcc`).
+    fn negate(&mut self, r: Value) -> Value {
+        let dfg = &self.b.func.dfg;
+        if let Some(inst) = dfg.value_def(r).inst() {
+            if let InstructionData::IntCompare { cond, args, .. } = dfg.insts[inst] {
+                return self.b.ins().icmp(cond.complement(), args[0], args[1]);
+            }
+        }
+        self.b.ins().bxor_imm_s(r, 1)
     }
 
     fn set_cc(&mut self, op: CcOp, size: u32, dst: Value, src: Value, src2: Option<Value>, a: Option<Value>) {
@@ -1039,10 +1049,10 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.writeback();
         self.cc = Cc::Mem;
         self.store_icount(self.k);
-        let f = self.call_addr(helper_exec as *const ());
         let p = self.iconst(i as *const Instruction as u64);
-        let call = self.b.ins().call_indirect(self.sigs.exec, f, &[self.env, p]);
-        let r = self.b.inst_results(call)[0];
+        let unused = self.iconst(0);
+        self.call_helper(helper_exec, [p, unused, unused]);
+        let r = self.helper_result();
         let (out, cont) = (self.b.create_block(), self.b.create_block());
         self.b.ins().brif(r, out, &[], cont, &[]);
         self.b.switch_to_block(out);
@@ -1324,19 +1334,15 @@ impl<'a, 'f> Lifter<'a, 'f> {
                     }
                     (self.b.ins().iconst(I64, c), None)
                 };
-                // Rotate in the operand's width: by c mod width, as two shifts of the
-                // zero-extended value.
-                let c = self.b.ins().urem_imm_s(cnt, bits);
-                let width = self.b.ins().iconst(I64, bits);
-                let back = self.b.ins().isub(width, c);
-                let (l, r) = if m == M::Rol { (c, back) } else { (back, c) };
-                // With c = 0 one shift is by the full width: 64 wraps to 0 in Cranelift (a | a
-                // = a), a narrower width shifts everything out of the operand (a | 0): both
-                // give the unrotated value, as they must.
-                let hi = self.b.ins().ishl(a, l);
-                let lo = self.b.ins().ushr(a, r);
-                let v = self.b.ins().bor(hi, lo);
-                let res = self.mask_to(v, size);
+                // Rotate in the operand's width (Cranelift's rotates take the count modulo
+                // the type's width, as x86 does after masking it).
+                let ty = [I8, I16, I32, I64][size.trailing_zeros() as usize];
+                let x = if size == 8 { a } else { self.b.ins().ireduce(ty, a) };
+                let v = if m == M::Rol { self.b.ins().rotl(x, cnt) } else { self.b.ins().rotr(x, cnt) };
+                let res = if size == 8 { v } else { self.b.ins().uextend(I64, v) };
+                if size == 4 {
+                    self.zx.insert(res);
+                }
                 let out = match zero {
                     Some(z) => self.b.ins().select(z, a, res),
                     None => res,
