@@ -19,7 +19,7 @@ use iced_x86::Instruction;
 use crate::exec::Ctx;
 use crate::state::CpuState;
 use crate::system::IntSource;
-use crate::{vec, Exception};
+use heron_softmmu::TlbKind;
 
 /// A translated block's entry address. A translation takes `env` (the run loop's
 /// [`JitEnv`]) and `state` and returns the translation to run next when the block left
@@ -105,26 +105,22 @@ impl JumpEntry {
     }
 }
 
-/// `flags` bit of [`helper_load`]/[`helper_store`]: the access uses SS (a fault is #SS(0), not
-/// #GP(0): Intel SDM Vol. 3A §6.15, interrupt 12).
-pub const ACCESS_STACK: u32 = 1 << 8;
 /// `flags` bit of [`helper_load`]/[`helper_store`]: a CPL-3 access (user TLB, U/S checks).
 pub const ACCESS_USER: u32 = 1 << 9;
 
 /// [`JitEnv::status`] after a load/store helper: the access completed.
 pub const STATUS_OK: u32 = 0;
-/// [`JitEnv::status`]: the access faulted; the exception is pending. Leave the block with the
-/// state of the instruction's start.
-pub const STATUS_FAULT: u32 = 1;
-/// [`JitEnv::status`]: the access completed but touched MMIO or a page holding code; finish
-/// this instruction and leave the block (devices may need the machine; blocks may be stale).
-pub const STATUS_END: u32 = 2;
+/// [`JitEnv::status`]: the access was not made (it faults, or reaches MMIO or a page holding
+/// code): leave the translation with the state of the instruction's start and run the
+/// instruction in tier 0 ([`helper_exec`]), which raises the fault, makes the device access or
+/// the store into code, and ends the block after it as tier 0 always does.
+pub const STATUS_TIER0: u32 = 1;
 
 /// What translated code and its helpers share during one call. `#[repr(C)]`: translated code
 /// reads [`JitEnv::status`] at its fixed offset ([`JitEnv::STATUS_OFFSET`]).
 #[repr(C)]
 pub struct JitEnv {
-    /// Result of the last load/store helper: [`STATUS_OK`], [`STATUS_FAULT`] or [`STATUS_END`].
+    /// Result of the last load/store helper: [`STATUS_OK`] or [`STATUS_TIER0`].
     pub status: u32,
     /// The value the last helper returned (a load's value, the flags, whether to leave).
     pub result: u64,
@@ -182,10 +178,6 @@ impl JitEnv {
         unsafe { &mut *(self.ctx as *mut Ctx<'a>) }
     }
 
-    fn fault(&mut self, e: Exception) {
-        self.pending = Some((e.vector, e.error_code, IntSource::Exception));
-        self.status = STATUS_FAULT;
-    }
 }
 
 /// A region offered to the translator: decoded blocks of one page, the first being the entry.
@@ -292,10 +284,40 @@ pub unsafe extern "C" fn helper_exec(env: *mut JitEnv, insn: u64, _: u64, _: u64
     };
 }
 
-/// The slow path of a load of `flags & 0xF` bytes (1, 2, 4, 8) at 64-bit linear address `la`:
-/// canonical check, TLB fill through the page walk, MMIO. The value (zero-extended) goes to
-/// [`JitEnv::result`]; sets [`JitEnv::status`]; on a fault the exception is pending and the
-/// value is 0. `icount` must be current (devices read it).
+/// Whether an access of `size` bytes at 64-bit linear `la` can be made by a helper, to be
+/// seen as tier 0 would make it: canonical, every page it touches mapped (filling the TLB)
+/// to RAM, and, for a write, none of them holding decoded code. Leaves CR2 alone (the walk of
+/// a faulting access sets it; tier 0 will fault the same way).
+fn plain_ram(ctx: &mut Ctx, la: u64, size: u32, kind: TlbKind, user: bool) -> bool {
+    if !crate::mmu::canonical(la) || !crate::mmu::canonical(la.wrapping_add(size as u64 - 1)) {
+        return false;
+    }
+    if ctx.s.tlb.lookup(user, kind, la, size as u64).is_some() {
+        // TLB entries map RAM only, write entries pages without code only.
+        return true;
+    }
+    let cr2 = ctx.s.cr2;
+    let last = la.wrapping_add(size as u64 - 1);
+    let pages = if last & !0xFFF == la & !0xFFF { &[la][..] } else { &[la, last][..] };
+    for &a in pages {
+        let page = match ctx.translate(a, kind, user) {
+            Ok(pa) => pa & !0xFFF,
+            Err(_) => {
+                ctx.s.cr2 = cr2;
+                return false;
+            }
+        };
+        if page + 0x1000 > ctx.ram_size || (kind == TlbKind::Write && ctx.code.is_code_page(page)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The slow path of a load of `flags & 0xF` bytes (1, 2, 4, 8) at 64-bit linear address `la`
+/// (`flags & ACCESS_USER`: a CPL-3 access): a TLB miss or a page-crossing access. When the
+/// access is plain RAM ([`STATUS_OK`]) the value, zero-extended, goes to
+/// [`JitEnv::result`]; otherwise nothing is done and the status is [`STATUS_TIER0`].
 ///
 /// # Safety
 /// As for [`helper_exec`].
@@ -304,27 +326,18 @@ pub unsafe extern "C" fn helper_load(env: *mut JitEnv, la: u64, flags: u64, _: u
     let env = unsafe { &mut *env };
     // SAFETY: as above.
     let ctx = unsafe { env.ctx() };
-    let flags = flags as u32;
-    env.status = STATUS_OK;
-    env.result = 0;
-    if !crate::mmu::canonical(la) {
-        env.fault(canonical_fault(flags));
-        return;
-    }
-    match ctx.read_lin_as(la, flags & 0xF, flags & ACCESS_USER != 0) {
-        Ok(v) => {
-            if ctx.io_touched {
-                env.status = STATUS_END;
-            }
+    let (size, user) = (flags as u32 & 0xF, flags as u32 & ACCESS_USER != 0);
+    env.status = STATUS_TIER0;
+    if plain_ram(ctx, la, size, TlbKind::Read, user) {
+        if let Ok(v) = ctx.read_lin_as(la, size, user) {
             env.result = v;
+            env.status = STATUS_OK;
         }
-        Err(e) => env.fault(e),
     }
 }
 
-/// The slow path of a store of the low `flags & 0xF` bytes of `value` (see [`helper_load`]);
-/// a store to a page holding code invalidates its blocks and sets [`STATUS_END`]
-/// (DESIGN.md §6).
+/// The slow path of a store of the low `flags & 0xF` bytes of `value` (see [`helper_load`]):
+/// made when it is plain RAM without code ([`STATUS_OK`]), else [`STATUS_TIER0`].
 ///
 /// # Safety
 /// As for [`helper_exec`].
@@ -333,27 +346,10 @@ pub unsafe extern "C" fn helper_store(env: *mut JitEnv, la: u64, value: u64, fla
     let env = unsafe { &mut *env };
     // SAFETY: as above.
     let ctx = unsafe { env.ctx() };
-    let flags = flags as u32;
-    env.status = STATUS_OK;
-    if !crate::mmu::canonical(la) {
-        env.fault(canonical_fault(flags));
-        return;
-    }
-    match ctx.write_lin_as(la, flags & 0xF, value, flags & ACCESS_USER != 0) {
-        Ok(()) => {
-            if ctx.io_touched || ctx.smc {
-                env.status = STATUS_END;
-            }
-        }
-        Err(e) => env.fault(e),
-    }
-}
-
-fn canonical_fault(flags: u32) -> Exception {
-    if flags & ACCESS_STACK != 0 {
-        Exception::with_code(vec::SS, 0)
-    } else {
-        Exception::gp(0)
+    let (size, user) = (flags as u32 & 0xF, flags as u32 & ACCESS_USER != 0);
+    env.status = STATUS_TIER0;
+    if plain_ram(ctx, la, size, TlbKind::Write, user) && ctx.write_lin_as(la, size, value, user).is_ok() {
+        env.status = STATUS_OK;
     }
 }
 
@@ -368,17 +364,4 @@ pub unsafe extern "C" fn helper_flags(env: *mut JitEnv, _: u64, _: u64, _: u64) 
     // SAFETY: as above.
     let ctx = unsafe { env.ctx() };
     env.result = ctx.s.status_flags();
-}
-
-/// Make exception `vector` pending (with `error_code` unless it is `u32::MAX`) for a check the
-/// translation did inline, e.g. a non-canonical branch target (#GP(0)).
-///
-/// # Safety
-/// As for [`helper_exec`].
-pub unsafe extern "C" fn helper_raise(env: *mut JitEnv, vector: u64, error_code: u64, _: u64) {
-    // SAFETY: per the contract above.
-    let env = unsafe { &mut *env };
-    let error_code = error_code as u32;
-    let code = (error_code != u32::MAX).then_some(error_code);
-    env.fault(Exception { vector: vector as u8, error_code: code });
 }

@@ -16,12 +16,12 @@ use std::mem::{offset_of, size_of};
 
 use cranelift_codegen::ir::condcodes::{CondCode, IntCC};
 use cranelift_codegen::ir::types::{I16, I32, I64, I8};
-use cranelift_codegen::ir::{Block, BlockArg, InstBuilder, InstructionData, MemFlagsData, SigRef, Value};
+use cranelift_codegen::ir::{Block, BlockArg, InstBuilder, InstructionData, MemFlagsData, Opcode, SigRef, Value};
 use cranelift_codegen::packed_option::ReservedValue;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use heron_cpu::state::{rf, sreg, CcOp, CpuState, Segment};
 use heron_cpu::tier1::{
-    helper_exec, helper_flags, helper_load, helper_raise, helper_store, Helper, JitEnv, JumpEntry, LinkSlot, ACCESS_STACK, ACCESS_USER, STATUS_FAULT,
+    helper_exec, helper_flags, helper_load, helper_store, Helper, JitEnv, JumpEntry, LinkSlot, ACCESS_USER,
 };
 use heron_softmmu::{Tlb, TlbEntry, TlbKind};
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
@@ -77,6 +77,8 @@ pub(crate) struct Lifter<'a, 'f> {
     dirty: u16,
     /// Values whose upper 32 bits are known to be zero (no `mov r32, r32` needed again).
     zx: std::collections::HashSet<Value>,
+    /// Values made by [`Lifter::add_imm`]: `(x, c)` for `x + c`.
+    offs: std::collections::HashMap<Value, (Value, i64)>,
     cc: Cc,
     ccv: CcVars,
     /// `icount` at the start of the current region block, and its variable.
@@ -87,13 +89,10 @@ pub(crate) struct Lifter<'a, 'f> {
     /// Instructions of the current block retired before the current one.
     k: u64,
     user: bool,
-    /// i32: a slow path asked to leave after the current instruction.
-    end: Variable,
-    end_used: bool,
-    /// Scratch variable joining a memory access's fast and slow paths.
-    tmp: Variable,
+    /// The current instruction's way out to tier 0 (see [`Lifter::brif_tier0`]), once made.
+    bail: Option<Block>,
     /// The shared exits: normal (params RIP, icount, link slot) with the flags in variables /
-    /// in the state, fault (param RIP) likewise; and which were used.
+    /// in the state, to tier 0 (params instruction, icount) likewise; and which were used.
     exits: [Block; 4],
     used_exits: [bool; 4],
     /// A link slot that is never linked, for exits without one.
@@ -104,6 +103,8 @@ pub(crate) struct Lifter<'a, 'f> {
     /// of the same mode).
     pub mode_key: u32,
     cur: Instruction,
+    /// Where `cur` lives as long as the translation (what [`helper_exec`] is given).
+    cur_ptr: *const Instruction,
     /// The instruction after `cur` in the same block, if any.
     next: Option<Instruction>,
     /// Guest instructions lifted (the rest went to `helper_exec`).
@@ -163,8 +164,6 @@ impl<'a, 'f> Lifter<'a, 'f> {
         links: Vec<u64>,
         null_slot: u64,
     ) -> Self {
-        let end = b.declare_var(I32);
-        let tmp = b.declare_var(I64);
         let ic = b.declare_var(I64);
         let until = b.declare_var(I64);
         let ccv = CcVars { op: b.declare_var(I32), size: b.declare_var(I32), dst: b.declare_var(I64), src: b.declare_var(I64), src2: b.declare_var(I64) };
@@ -173,7 +172,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         let exits = std::array::from_fn(|n| {
             let blk = b.create_block();
             b.set_cold_block(blk);
-            for _ in 0..if n < 2 { 3 } else { 1 } {
+            for _ in 0..if n < 2 { 3 } else { 2 } {
                 b.append_block_param(blk, I64);
             }
             blk
@@ -186,6 +185,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
             cache: [None; 16],
             dirty: 0,
             zx: Default::default(),
+            offs: Default::default(),
             cc: Cc::Mem,
             ccv,
             icount0,
@@ -193,15 +193,14 @@ impl<'a, 'f> Lifter<'a, 'f> {
             until,
             k: 0,
             user,
-            end,
-            end_used: false,
-            tmp,
+            bail: None,
             exits,
             used_exits: [false; 4],
             null_slot,
             stop_slot: null_slot,
             mode_key: 0,
             cur: Instruction::default(),
+            cur_ptr: std::ptr::null(),
             next: None,
             lifted: 0,
             links,
@@ -242,11 +241,50 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.b.ins().iconst(I64, v as i64)
     }
 
+    /// The value of `v` when it is a constant (Cranelift does not fold at `opt_level=none`).
+    fn konst(&self, v: Value) -> Option<u64> {
+        let dfg = &self.b.func.dfg;
+        match dfg.value_def(v).inst().map(|i| dfg.insts[i]) {
+            Some(InstructionData::UnaryImm { opcode: Opcode::Iconst, imm }) => Some(imm.bits() as u64),
+            _ => None,
+        }
+    }
+
+    /// `v + c` (64-bit), folded into a constant or into an earlier `x + c0` as `x + (c0 + c)`,
+    /// so chains of address and counter arithmetic cost one `lea` and no materialized
+    /// constants.
+    fn add_imm(&mut self, v: Value, c: i64) -> Value {
+        if let Some(k) = self.konst(v) {
+            return self.iconst(k.wrapping_add(c as u64));
+        }
+        let (base, c) = match self.offs.get(&v) {
+            Some(&(base, c0)) => (base, c0.wrapping_add(c)),
+            None => (v, c),
+        };
+        if c == 0 {
+            return base;
+        }
+        let r = self.b.ins().iadd_imm_s(base, c);
+        self.offs.insert(r, (base, c));
+        r
+    }
+
+    /// `a + b` (64-bit), through [`Lifter::add_imm`] when `b` is a constant.
+    fn add(&mut self, a: Value, b: Value) -> Value {
+        match self.konst(b) {
+            Some(k) => self.add_imm(a, k as i64),
+            None => self.b.ins().iadd(a, b),
+        }
+    }
+
     fn mask_to(&mut self, v: Value, size: u32) -> Value {
         match size {
             8.. => v,
             4 => self.zext32(v),
-            _ => self.b.ins().band_imm_s(v, mask(size) as i64),
+            _ => match self.konst(v) {
+                Some(k) => self.iconst(k & mask(size)),
+                None => self.b.ins().band_imm_s(v, mask(size) as i64),
+            },
         }
     }
 
@@ -255,6 +293,11 @@ impl<'a, 'f> Lifter<'a, 'f> {
     fn zext32(&mut self, v: Value) -> Value {
         if self.zx.contains(&v) {
             return v;
+        }
+        if let Some(k) = self.konst(v) {
+            let r = self.iconst(k & 0xFFFF_FFFF);
+            self.zx.insert(r);
+            return r;
         }
         let t = self.b.ins().ireduce(I32, v);
         let r = self.b.ins().uextend(I64, t);
@@ -382,7 +425,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
     }
 
     fn store_icount(&mut self, retired: u64) {
-        let v = self.b.ins().iadd_imm_s(self.icount0, retired as i64);
+        let v = self.add_imm(self.icount0, retired as i64);
         self.b.ins().store(TRUSTED, v, self.state, offset_of!(CpuState, icount) as i32);
     }
 
@@ -391,13 +434,13 @@ impl<'a, 'f> Lifter<'a, 'f> {
     /// slot holds or the lookup finds, or 0).
     fn exit(&mut self, rip: Value, retired: u64, slot: Option<u64>) {
         self.store_dirty();
-        let ic = self.b.ins().iadd_imm_s(self.icount0, retired as i64);
+        let ic = self.add_imm(self.icount0, retired as i64);
         let slot = self.iconst(slot.unwrap_or(self.null_slot));
         let target = self.shared_exit(0);
         self.b.ins().jump(target, &[BlockArg::Value(rip), BlockArg::Value(ic), BlockArg::Value(slot)]);
     }
 
-    /// Shared exit `base` (0: normal, 2: fault) in its variant for where the flags are now:
+    /// Shared exit `base` (0: normal, 2: to tier 0) in its variant for where the flags are now:
     /// in variables (defined here from known values, without changing the tracking of the
     /// code that goes on) or in the state (`base + 1`).
     fn shared_exit(&mut self, base: usize) -> Block {
@@ -427,7 +470,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         // a conditional branch) still has them dirty.
         self.store_dirty();
         let dirty = std::mem::take(&mut self.dirty);
-        let ic = self.b.ins().iadd_imm_s(self.icount0, retired as i64);
+        let ic = self.add_imm(self.icount0, retired as i64);
         let until = self.b.use_var(self.until);
         let over = self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, ic, until);
         let (out, cont) = (self.b.create_block(), self.b.create_block());
@@ -453,25 +496,35 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.dirty = dirty;
     }
 
-    /// Jump (or branch when `cond`, else go on to a new block) to the shared fault exit:
-    /// registers and flags as before the current instruction, RIP on it; `icount` is
-    /// already stored.
-    fn branch_to_fault_exit(&mut self, cond: Option<Value>) {
-        let target = self.shared_exit(2);
-        let ok = cond.map(|c| {
-            let (fault, ok) = (self.b.create_block(), self.b.create_block());
-            self.b.set_cold_block(fault);
-            self.b.set_cold_block(ok);
-            self.b.ins().brif(c, fault, &[], ok, &[]);
-            self.b.switch_to_block(fault);
-            ok
-        });
-        self.store_dirty();
-        let ip = self.iconst(self.cur.ip());
-        self.b.ins().jump(target, &[BlockArg::Value(ip)]);
-        if let Some(ok) = ok {
-            self.b.switch_to_block(ok);
+    /// Branch to the current instruction's way out to tier 0 if `cond`, else to `next` with
+    /// `args` (the builder is then in no block). That way out leaves the translation with the
+    /// state of the instruction's start (an instruction writes registers and flags only after
+    /// its last memory access or check) and has tier 0 run it ([`helper_exec`]): it raises
+    /// the instruction's fault, or makes its MMIO access or store into code and ends the
+    /// block after it, exactly as tier 0 alone would.
+    fn brif_tier0(&mut self, cond: Value, next: Block, args: &[BlockArg]) {
+        let (bail, first) = match self.bail {
+            Some(b) => (b, false),
+            None => (self.b.create_block(), true),
+        };
+        self.b.ins().brif(cond, bail, &[], next, args);
+        if first {
+            self.bail = Some(bail);
+            self.b.set_cold_block(bail);
+            self.b.switch_to_block(bail);
+            self.store_dirty();
+            let ic = self.add_imm(self.icount0, self.k as i64);
+            let insn = self.iconst(self.cur_ptr as u64);
+            let target = self.shared_exit(2);
+            self.b.ins().jump(target, &[BlockArg::Value(insn), BlockArg::Value(ic)]);
         }
+    }
+
+    /// Leave to tier 0 (as [`Lifter::brif_tier0`]) if `cond`, else go on.
+    fn tier0_if(&mut self, cond: Value) {
+        let cont = self.b.create_block();
+        self.brif_tier0(cond, cont, &[]);
+        self.b.switch_to_block(cont);
     }
 
     /// Emit the bodies of the shared exits that were used (at the end: the frontend finds
@@ -485,12 +538,16 @@ impl<'a, 'f> Lifter<'a, 'f> {
             self.cc = if n % 2 == 0 { Cc::Vars } else { Cc::Mem };
             let params = self.b.block_params(blk).to_vec();
             self.writeback();
-            self.b.ins().store(TRUSTED, params[0], self.state, offset_of!(CpuState, rip) as i32);
             if n >= 2 {
-                let z = self.b.ins().iconst(I64, 0);
+                // Tier 0 sets RIP (past the instruction, or on it for a fault).
+                self.b.ins().store(TRUSTED, params[1], self.state, offset_of!(CpuState, icount) as i32);
+                let unused = self.iconst(0);
+                self.call_helper(helper_exec, [params[0], unused, unused]);
+                let z = self.iconst(0);
                 self.b.ins().return_(&[z]);
                 continue;
             }
+            self.b.ins().store(TRUSTED, params[0], self.state, offset_of!(CpuState, rip) as i32);
             self.b.ins().store(TRUSTED, params[1], self.state, offset_of!(CpuState, icount) as i32);
             self.b.ins().store(TRUSTED, params[2], self.env, JitEnv::LAST_SLOT_OFFSET);
             // A linked slot gives the next translation; otherwise look it up.
@@ -593,37 +650,24 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.b.ins().iadd(self.state, off)
     }
 
-    /// The slow path's status check: to the fault exit on [`STATUS_FAULT`], else note an
-    /// end request and go to `join`.
-    fn status_check(&mut self, join: Block) {
-        let st = self.b.ins().load(I32, TRUSTED, self.env, JitEnv::STATUS_OFFSET);
-        let is_fault = self.b.ins().icmp_imm_s(IntCC::Equal, st, STATUS_FAULT as i64);
-        self.branch_to_fault_exit(Some(is_fault));
-        let e = if self.end_used {
-            let e = self.b.use_var(self.end);
-            self.b.ins().bor(e, st)
-        } else {
-            st
-        };
-        self.b.def_var(self.end, e);
-        self.end_used = true;
-        self.b.ins().jump(join, &[]);
+    /// The helpers' `flags` for an access of `size` bytes.
+    fn access_flags(&self, size: u32) -> u64 {
+        (size | if self.user { ACCESS_USER } else { 0 }) as u64
     }
 
-    fn access_flags(&self, size: u32, stack: bool) -> i64 {
-        (size | if stack { ACCESS_STACK } else { 0 } | if self.user { ACCESS_USER } else { 0 }) as i64
-    }
-
-    /// Load `size` bytes at linear `la`, zero-extended.
     /// The inline TLB probe for an access of `size` bytes at `la`: branches to a new fast
     /// block (where the builder is left, with the host address returned) on a hit of an
-    /// aligned access, else to the returned cold slow block; both go on at the returned join.
+    /// access inside one page, else to the returned cold slow block; both go on at the
+    /// returned join.
     fn tlb_probe(&mut self, la: Value, size: u32, kind: TlbKind, inline: bool) -> (Value, Block, Block) {
         let slot = self.tlb_slot(la);
         let off = tlb_off(self.user, kind);
         let hit = if inline {
+            // The page of the access's last byte against the tag of `la`'s page: a hit
+            // when the access lies in one page (misaligned ones too).
             let tag = self.b.ins().load(I64, TRUSTED, slot, off);
-            let masked = self.b.ins().band_imm_s(la, (!0xFFFu64 | (size as u64 - 1)) as i64);
+            let last = if size > 1 { self.add_imm(la, size as i64 - 1) } else { la };
+            let masked = self.b.ins().band_imm_s(last, !0xFFF);
             self.b.ins().icmp(IntCC::Equal, masked, tag)
         } else {
             self.b.ins().iconst(I8, 0)
@@ -632,47 +676,39 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.b.set_cold_block(slow);
         self.b.ins().brif(hit, fast, &[], slow, &[]);
         self.b.switch_to_block(fast);
-        if !self.end_used {
-            // The instruction's first access defines `end` on both paths, so it lives only
-            // until the check after this instruction (not across the whole region).
-            let z = self.b.ins().iconst(I32, 0);
-            self.b.def_var(self.end, z);
-        }
         let addend = self.b.ins().load(I64, TRUSTED, slot, off + offset_of!(TlbEntry, addend) as i32);
         (self.b.ins().iadd(la, addend), slow, join)
     }
 
-    fn load(&mut self, la: Value, size: u32, stack: bool) -> Value {
+    /// Load `size` bytes at linear `la`, zero-extended.
+    fn load(&mut self, la: Value, size: u32) -> Value {
         let (host, slow, join) = self.tlb_probe(la, size, TlbKind::Read, true);
+        let v = self.b.append_block_param(join, I64);
+        if size == 4 {
+            self.zx.insert(v);
+        }
         let fl = MemFlagsData::new().with_notrap();
-        let v = match size {
+        let fast = match size {
             1 => self.b.ins().uload8(I64, fl, host, 0),
             2 => self.b.ins().uload16(I64, fl, host, 0),
-            4 => {
-                let v = self.b.ins().uload32(fl, host, 0);
-                self.zx.insert(v);
-                v
-            }
+            4 => self.b.ins().uload32(fl, host, 0),
             _ => self.b.ins().load(I64, fl, host, 0),
         };
-        self.b.def_var(self.tmp, v);
-        self.b.ins().jump(join, &[]);
+        self.b.ins().jump(join, &[BlockArg::Value(fast)]);
 
         self.b.switch_to_block(slow);
-        self.store_icount(self.k);
-        let flags = self.iconst(self.access_flags(size, stack) as u64);
+        let flags = self.iconst(self.access_flags(size));
         let unused = self.iconst(0);
         self.call_helper(helper_load, [la, flags, unused]);
-        let v = self.helper_result();
-        self.b.def_var(self.tmp, v);
-        self.status_check(join);
-
+        let st = self.b.ins().load(I32, TRUSTED, self.env, JitEnv::STATUS_OFFSET);
+        let slow_v = self.helper_result();
+        self.brif_tier0(st, join, &[BlockArg::Value(slow_v)]);
         self.b.switch_to_block(join);
-        self.b.use_var(self.tmp)
+        v
     }
 
     /// Store the low `size` bytes of `v` at linear `la`.
-    fn store(&mut self, la: Value, size: u32, v: Value, stack: bool) {
+    fn store(&mut self, la: Value, size: u32, v: Value) {
         let (host, slow, join) = self.tlb_probe(la, size, TlbKind::Write, self.inline_stores);
         let gm = MemFlagsData::new().with_notrap();
         match size {
@@ -684,41 +720,19 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.b.ins().jump(join, &[]);
 
         self.b.switch_to_block(slow);
-        self.store_icount(self.k);
-        let flags = self.iconst(self.access_flags(size, stack) as u64);
+        let flags = self.iconst(self.access_flags(size));
         self.call_helper(helper_store, [la, v, flags]);
-        self.status_check(join);
-
+        let st = self.b.ins().load(I32, TRUSTED, self.env, JitEnv::STATUS_OFFSET);
+        self.brif_tier0(st, join, &[]);
         self.b.switch_to_block(join);
     }
 
-    /// Raise `vector` (#GP(0) for now) when `bad` is true: the state of the instruction's start.
-    fn raise_if(&mut self, bad: Value, vector: u8, code: Option<u32>) {
-        let (raise, cont) = (self.b.create_block(), self.b.create_block());
-        self.b.set_cold_block(raise);
-        self.b.ins().brif(bad, raise, &[], cont, &[]);
-        self.b.switch_to_block(raise);
-        self.store_icount(self.k);
-        let v = self.iconst(vector as u64);
-        let c = self.iconst(code.unwrap_or(u32::MAX) as u64);
-        let unused = self.iconst(0);
-        self.call_helper(helper_raise, [v, c, unused]);
-        self.branch_to_fault_exit(None);
-        self.b.switch_to_block(cont);
-    }
-
-    /// #GP(0) unless the 64-bit address `t` is canonical.
+    /// Leave to tier 0 (which raises #GP(0)) unless the 64-bit address `t` is canonical.
     fn check_canonical(&mut self, t: Value) {
-        self.check_canonical_as(t, heron_cpu::vec::GP);
-    }
-
-    /// Raise `vector` (with error code 0: #GP(0), or #SS(0) for the stack segment) unless the
-    /// 64-bit address `t` is canonical.
-    fn check_canonical_as(&mut self, t: Value, vector: u8) {
         let sh = self.b.ins().ishl_imm_s(t, 16);
         let sx = self.b.ins().sshr_imm_s(sh, 16);
         let bad = self.b.ins().icmp(IntCC::NotEqual, sx, t);
-        self.raise_if(bad, vector, Some(0));
+        self.tier0_if(bad);
     }
 
     // ---- operands ----
@@ -764,7 +778,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
             }
             let a = match a {
                 Some(a) if disp == 0 => a,
-                Some(a) => self.b.ins().iadd_imm_s(a, disp as i64),
+                Some(a) => self.add_imm(a, disp as i64),
                 None => self.iconst(disp),
             };
             if asz == 4 {
@@ -775,17 +789,13 @@ impl<'a, 'f> Lifter<'a, 'f> {
         }
     }
 
-    fn is_stack(i: &Instruction) -> bool {
-        i.memory_segment() == Register::SS
-    }
-
     /// Read operand `n` (register, memory or immediate) as a `size`-byte value.
     fn read_op(&mut self, i: &Instruction, n: u32, size: u32) -> Value {
         match i.op_kind(n) {
             OpKind::Register => self.get_reg(i.op_register(n)),
             OpKind::Memory => {
                 let la = self.lin(i);
-                self.load(la, size, Self::is_stack(i))
+                self.load(la, size)
             }
             _ => self.iconst(i.immediate(n) & mask(size)),
         }
@@ -948,8 +958,6 @@ impl<'a, 'f> Lifter<'a, 'f> {
         for (blk, insns) in ir.iter().zip(blocks) {
             self.targets.insert(insns[0].ip(), *blk);
         }
-        let zero = self.b.ins().iconst(I32, 0);
-        self.b.def_var(self.end, zero);
         let ic = self.b.ins().load(I64, TRUSTED, self.state, offset_of!(CpuState, icount) as i32);
         self.b.def_var(self.ic, ic);
         let until = self.b.ins().load(I64, TRUSTED, self.env, JitEnv::UNTIL_OFFSET);
@@ -984,8 +992,9 @@ impl<'a, 'f> Lifter<'a, 'f> {
         for (k, i) in insns.iter().enumerate() {
             self.k = k as u64;
             self.cur = *i;
+            self.cur_ptr = i;
             self.next = insns.get(k + 1).copied();
-            self.end_used = false;
+            self.bail = None;
             let last = k + 1 == n;
             let retired = k as u64 + 1;
             let lifted = if shadow { None } else { self.lift(i) };
@@ -1015,17 +1024,6 @@ impl<'a, 'f> Lifter<'a, 'f> {
                 }
                 Some(Flow::Next) => {
                     self.lifted += 1;
-                    if self.end_used {
-                        // A slow path touched MMIO or code: leave after this instruction.
-                        let e = self.b.use_var(self.end);
-                        let (out, cont) = (self.b.create_block(), self.b.create_block());
-                        self.b.set_cold_block(out);
-                        self.b.ins().brif(e, out, &[], cont, &[]);
-                        self.b.switch_to_block(out);
-                        let rip = self.iconst(i.next_ip());
-                        self.exit(rip, retired, Some(self.stop_slot));
-                        self.b.switch_to_block(cont);
-                    }
                     if last {
                         self.edge(i.next_ip(), retired);
                     }
@@ -1130,7 +1128,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
     /// Write `v` to operand 0 (`la` when it is memory).
     fn write_dst(&mut self, i: &Instruction, la: Option<Value>, size: u32, v: Value) {
         match la {
-            Some(la) => self.store(la, size, v, Self::is_stack(i)),
+            Some(la) => self.store(la, size, v),
             None => self.set_reg(i.op0_register(), v),
         }
     }
@@ -1139,7 +1137,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
     fn read_dst(&mut self, i: &Instruction, size: u32) -> (Value, Option<Value>) {
         if i.op0_kind() == OpKind::Memory {
             let la = self.lin(i);
-            (self.load(la, size, Self::is_stack(i)), Some(la))
+            (self.load(la, size), Some(la))
         } else {
             (self.get_reg(i.op0_register()), None)
         }
@@ -1177,13 +1175,16 @@ impl<'a, 'f> Lifter<'a, 'f> {
                 let (a, la) = self.read_dst(i, size);
                 let b = self.read_op(i, 1, size);
                 let (r, op, src2) = match m {
-                    M::Add => (self.b.ins().iadd(a, b), CcOp::Add, None),
+                    M::Add => (self.add(a, b), CcOp::Add, None),
                     M::Adc => {
                         let c = self.cf();
                         let t = self.b.ins().iadd(a, b);
                         (self.b.ins().iadd(t, c), CcOp::Adc, Some(c))
                     }
-                    M::Sub | M::Cmp => (self.b.ins().isub(a, b), CcOp::Sub, None),
+                    M::Sub | M::Cmp => match self.konst(b) {
+                        Some(k) => (self.add_imm(a, (k as i64).wrapping_neg()), CcOp::Sub, None),
+                        None => (self.b.ins().isub(a, b), CcOp::Sub, None),
+                    },
                     M::Sbb => {
                         let c = self.cf();
                         let t = self.b.ins().isub(a, b);
@@ -1209,7 +1210,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
                 let v = self.read_op(i, 1, size);
                 if i.op0_kind() == OpKind::Memory {
                     let la = self.lin(i);
-                    self.store(la, size, v, Self::is_stack(i));
+                    self.store(la, size, v);
                 } else {
                     self.set_reg(i.op0_register(), v);
                 }
@@ -1246,8 +1247,8 @@ impl<'a, 'f> Lifter<'a, 'f> {
                 let cf = matches!(m, M::Inc | M::Dec).then(|| self.cf());
                 let (a, la) = self.read_dst(i, size);
                 let r = match m {
-                    M::Inc => self.b.ins().iadd_imm_s(a, 1),
-                    M::Dec => self.b.ins().iadd_imm_s(a, -1),
+                    M::Inc => self.add_imm(a, 1),
+                    M::Dec => self.add_imm(a, -1),
                     M::Not => self.b.ins().bnot(a),
                     _ => self.b.ins().ineg(a),
                 };
@@ -1411,8 +1412,8 @@ impl<'a, 'f> Lifter<'a, 'f> {
                     _ => return None,
                 };
                 let sp = self.full(4);
-                let nsp = self.b.ins().iadd_imm_s(sp, -8);
-                self.store(nsp, 8, v, true);
+                let nsp = self.add_imm(sp, -8);
+                self.store(nsp, 8, v);
                 self.set_full(4, nsp);
                 Some(Flow::Next)
             }
@@ -1421,16 +1422,16 @@ impl<'a, 'f> Lifter<'a, 'f> {
                     return None;
                 }
                 let sp = self.full(4);
-                let v = self.load(sp, 8, true);
-                let nsp = self.b.ins().iadd_imm_s(sp, 8);
+                let v = self.load(sp, 8);
+                let nsp = self.add_imm(sp, 8);
                 self.set_full(4, nsp);
                 self.set_reg(i.op0_register(), v);
                 Some(Flow::Next)
             }
             M::Leave if i.code() == iced_x86::Code::Leaveq => {
                 let bp = self.full(5);
-                let v = self.load(bp, 8, true);
-                let nsp = self.b.ins().iadd_imm_s(bp, 8);
+                let v = self.load(bp, 8);
+                let nsp = self.add_imm(bp, 8);
                 self.set_full(4, nsp);
                 self.set_full(5, v);
                 Some(Flow::Next)
@@ -1461,9 +1462,9 @@ impl<'a, 'f> Lifter<'a, 'f> {
                     _ => return None,
                 };
                 let sp = self.full(4);
-                let nsp = self.b.ins().iadd_imm_s(sp, -8);
+                let nsp = self.add_imm(sp, -8);
                 let ret = self.iconst(i.next_ip());
-                self.store(nsp, 8, ret, true);
+                self.store(nsp, 8, ret);
                 self.set_full(4, nsp);
                 Some(match target {
                     Ok(t) => Flow::Jump { cond: None, taken: t, next: 0 },
@@ -1476,9 +1477,9 @@ impl<'a, 'f> Lifter<'a, 'f> {
                 }
                 let extra = if i.op_count() > 0 { i.immediate(0) } else { 0 };
                 let sp = self.full(4);
-                let t = self.load(sp, 8, true);
+                let t = self.load(sp, 8);
                 self.check_canonical(t);
-                let nsp = self.b.ins().iadd_imm_s(sp, 8 + extra as i64);
+                let nsp = self.add_imm(sp, 8 + extra as i64);
                 self.set_full(4, nsp);
                 Some(Flow::Indirect(t))
             }

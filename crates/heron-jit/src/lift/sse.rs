@@ -39,18 +39,21 @@ impl Lifter<'_, '_> {
                     let (lo, hi) = self.xmm_src(i, 1);
                     self.xmm_set(i.op_register(0), lo, hi);
                 } else {
-                    // A store that may split over two pages would need both probed before
-                    // either half is written: only the aligned forms are lifted.
-                    if matches!(m, M::Movups | M::Movupd | M::Movdqu) {
-                        return None;
-                    }
                     self.sse_check();
-                    let la = self.xmm_la(i, true);
+                    let aligned = !matches!(m, M::Movups | M::Movupd | M::Movdqu);
+                    let la = self.xmm_la(i, aligned);
+                    if !aligned {
+                        // Both halves in one page, or tier 0 (which checks both pages before
+                        // writing either): the first half must not be written when the
+                        // second faults.
+                        let off = self.b.ins().band_imm_s(la, 0xFFF);
+                        let crosses = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, off, 0xFF0);
+                        self.tier0_if(crosses);
+                    }
                     let (lo, hi) = self.xmm_get(i.op_register(1));
-                    let stack = Self::is_stack(i);
-                    self.store(la, 8, lo, stack);
-                    let la8 = self.b.ins().iadd_imm_s(la, 8);
-                    self.store(la8, 8, hi, stack);
+                    self.store(la, 8, lo);
+                    let la8 = self.add_imm(la, 8);
+                    self.store(la8, 8, hi);
                 }
             }
             M::Movd | M::Movq => {
@@ -63,7 +66,7 @@ impl Lifter<'_, '_> {
                         _ => {
                             let size = i.memory_size().size() as u32;
                             let la = self.lin(i);
-                            self.load(la, size, Self::is_stack(i))
+                            self.load(la, size)
                         }
                     };
                     let z = self.iconst(0);
@@ -75,7 +78,7 @@ impl Lifter<'_, '_> {
                         _ => {
                             let size = i.memory_size().size() as u32;
                             let la = self.lin(i);
-                            self.store(la, size, lo, Self::is_stack(i));
+                            self.store(la, size, lo);
                         }
                     }
                 }
@@ -151,10 +154,10 @@ impl Lifter<'_, '_> {
         let em = self.b.ins().icmp_imm_s(IntCC::NotEqual, em, 0);
         let nofx = self.b.ins().icmp_imm_s(IntCC::Equal, fx, 0);
         let ud = self.b.ins().bor(em, nofx);
-        self.raise_if(ud, heron_cpu::vec::UD, None);
+        self.tier0_if(ud);
         let ts = self.b.ins().band_imm_s(cr0, cr::CR0_TS as i64);
         let ts = self.b.ins().icmp_imm_s(IntCC::NotEqual, ts, 0);
-        self.raise_if(ts, heron_cpu::vec::NM, None);
+        self.tier0_if(ts);
     }
 
     fn xmm_get(&mut self, r: Register) -> (Value, Value) {
@@ -168,15 +171,15 @@ impl Lifter<'_, '_> {
         self.b.ins().store(TRUSTED, hi, self.state, off + 8);
     }
 
-    /// Linear address of a 16-byte memory operand, checked as tier 0 does: canonical
-    /// (#SS(0) for the stack segment, else #GP(0)), then aligned unless `unaligned` (#GP(0)).
+    /// Linear address of a 16-byte memory operand; when `aligned`, a misaligned one leaves to
+    /// tier 0 (which raises #GP(0), or #GP/#SS for a non-canonical address first; a
+    /// non-canonical address misses the TLB, so the accesses' helpers leave to tier 0 too).
     fn xmm_la(&mut self, i: &Instruction, aligned: bool) -> Value {
         let la = self.lin(i);
-        self.check_canonical_as(la, if Self::is_stack(i) { heron_cpu::vec::SS } else { heron_cpu::vec::GP });
         if aligned {
             let low = self.b.ins().band_imm_s(la, 15);
             let bad = self.b.ins().icmp_imm_s(IntCC::NotEqual, low, 0);
-            self.raise_if(bad, heron_cpu::vec::GP, Some(0));
+            self.tier0_if(bad);
         }
         la
     }
@@ -189,10 +192,9 @@ impl Lifter<'_, '_> {
         }
         let aligned = !matches!(i.mnemonic(), M::Movups | M::Movupd | M::Movdqu);
         let la = self.xmm_la(i, aligned);
-        let stack = Self::is_stack(i);
-        let lo = self.load(la, 8, stack);
-        let la8 = self.b.ins().iadd_imm_s(la, 8);
-        let hi = self.load(la8, 8, stack);
+        let lo = self.load(la, 8);
+        let la8 = self.add_imm(la, 8);
+        let hi = self.load(la8, 8);
         (lo, hi)
     }
 }
