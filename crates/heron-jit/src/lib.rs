@@ -194,6 +194,13 @@ impl Jit {
         compiler.stub = enter_code.alloc(&stub).ok_or_else(too_big)? as u64;
         let code = compiler.trampoline().map_err(JitError::Isa)?;
         let p = enter_code.alloc(&code).ok_or_else(too_big)?;
+        if let Some(dir) = std::env::var_os("HERON_JIT_DUMP") {
+            // Beside the translations (see `install`): the trampoline and the helper stub.
+            let dir = std::path::Path::new(&dir);
+            let _ = std::fs::create_dir_all(dir);
+            let _ = std::fs::write(dir.join(format!("trampoline-{:x}.bin", p as usize)), &code);
+            let _ = std::fs::write(dir.join(format!("stub-{:x}.bin", compiler.stub)), &stub);
+        }
         // SAFETY: `p` holds the trampoline Cranelift compiled for the `Tier1Enter` signature
         // (three pointers in, u64 out, the host's C calling convention), with no relocations.
         let enter = unsafe { std::mem::transmute::<*const u8, Tier1Enter>(p) };
