@@ -136,11 +136,14 @@ pub(crate) struct JmpCache {
     tier1: Vec<JumpEntry>,
     /// The [`CodeMap`] epoch the `tier1` entries belong to (older entries are never used).
     tier1_epoch: u64,
+    /// A table like `tier1` where every lookup misses.
+    empty: Vec<JumpEntry>,
 }
 
 impl JmpCache {
     fn new() -> Self {
-        JmpCache { keys: vec![(u64::MAX, 0, 0); JMP_CACHE_SIZE], blocks: vec![None; JMP_CACHE_SIZE], tier1: vec![JumpEntry::EMPTY; JMP_CACHE_SIZE], tier1_epoch: 0 }
+        let empty = vec![JumpEntry::EMPTY; JMP_CACHE_SIZE];
+        JmpCache { keys: vec![(u64::MAX, 0, 0); JMP_CACHE_SIZE], blocks: vec![None; JMP_CACHE_SIZE], tier1: empty.clone(), tier1_epoch: 0, empty }
     }
     #[inline]
     fn index(rip: u64) -> usize {
@@ -152,14 +155,19 @@ impl JmpCache {
         self.tier1.fill(JumpEntry::EMPTY);
     }
 
-    /// Note that translation `f` runs `block` at the current RIP, CPL and code size.
+    /// Note that translation `f` runs `block` at the current RIP, CPL and code size, unless
+    /// the block spans two pages (a link to it would outlive a store into its second page:
+    /// such blocks are entered from the run loop only).
     fn set_tier1(&mut self, ctx: &Ctx, block: &Block, f: Tier1Fn) {
         if self.tier1_epoch != ctx.code.epoch {
             self.tier1.fill(JumpEntry::EMPTY);
             self.tier1_epoch = ctx.code.epoch;
         }
+        if block.pages[0] != block.pages[1] {
+            return;
+        }
         let rip = ctx.s.rip;
-        let mode = JumpEntry::mode(ctx.bits, ctx.s.cpl(), block.pages[0] == block.pages[1]);
+        let mode = JumpEntry::mode(ctx.bits, ctx.s.cpl());
         self.tier1[Self::index(rip)] = JumpEntry { rip, page: block.pages[0], mode, f: Some(f) };
     }
 }
@@ -436,10 +444,10 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
                 }
             }
             let r = match caches.lockstep.as_mut() {
-                Some((before, interp)) => lockstep_block(ctx, stats, &block, enter, f, before, interp).map(|()| std::ptr::null_mut()),
+                Some((before, interp)) => lockstep_block(ctx, stats, &block, enter, f, caches.jmp, before, interp).map(|()| std::ptr::null_mut()),
                 // With the INTR line up (and IF clear, or the run loop would have taken it),
                 // chains return to the run loop at every exit, which checks IF.
-                None => run_tier1(ctx, stats, enter, f, until, (!intr).then_some(&*caches.jmp)),
+                None => run_tier1(ctx, stats, enter, f, until, caches.jmp, !intr),
             };
             match r {
                 Ok(l) => (link, link_epoch) = (l, stats.cache_flushes),
@@ -490,7 +498,7 @@ fn copy_arch(from: &CpuState, to: &mut CpuState) {
 }
 
 /// Lockstep check of one block (see [`Cpu::enable_lockstep`]).
-fn lockstep_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block, enter: Tier1Enter, f: Tier1Fn, before: &mut CpuState, interp: &mut CpuState) -> Result<(), ExitReason> {
+fn lockstep_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block, enter: Tier1Enter, f: Tier1Fn, jmp: &JmpCache, before: &mut CpuState, interp: &mut CpuState) -> Result<(), ExitReason> {
     copy_arch(ctx.s, before);
     let bits = ctx.bits;
     ctx.wlog.as_deref_mut().expect("lockstep log").clear();
@@ -506,7 +514,7 @@ fn lockstep_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block, enter: Tier1E
     copy_arch(before, ctx.s);
     ctx.bits = bits;
     ctx.end_block = false;
-    run_tier1(ctx, stats, enter, f, 0, None)?;
+    run_tier1(ctx, stats, enter, f, 0, jmp, false)?;
     stats.lockstep_checked += 1;
     let jlog = std::mem::take(ctx.wlog.as_deref_mut().expect("lockstep log"));
     let mut diffs = crate::state::arch_diff(interp, ctx.s);
@@ -543,15 +551,13 @@ fn lockstep_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block, enter: Tier1E
 /// the link slot the last one left through (null if none). `lookup`: the jump cache whose
 /// table of translations the translations may look their successors up in (`None` keeps
 /// every exit in the run loop).
-fn run_tier1(ctx: &mut Ctx, stats: &mut Stats, enter: Tier1Enter, f: Tier1Fn, until: u64, lookup: Option<&JmpCache>) -> Result<*mut LinkSlot, ExitReason> {
+fn run_tier1(ctx: &mut Ctx, stats: &mut Stats, enter: Tier1Enter, f: Tier1Fn, until: u64, jmp: &JmpCache, lookup: bool) -> Result<*mut LinkSlot, ExitReason> {
     let start = ctx.s.icount;
     let mut env = crate::tier1::JitEnv::new(ctx);
     env.until = until;
     // Entries of an older epoch are never used. Within this call the epoch changes only
     // through stores into code, after which translations return without looking up.
-    if let Some(jmp) = lookup.filter(|j| j.tier1_epoch == ctx.code.epoch) {
-        env.jump_table = jmp.tier1.as_ptr();
-    }
+    env.jump_table = if lookup && jmp.tier1_epoch == ctx.code.epoch { jmp.tier1.as_ptr() } else { jmp.empty.as_ptr() };
     let state: *mut crate::CpuState = &mut *ctx.s;
     // SAFETY: `f` was made by the translator whose trampoline `enter` is, for a block valid in
     // this mode, at this CPL (checked by `enter_tier1`, the lookup or the link's same-page

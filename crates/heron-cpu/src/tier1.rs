@@ -95,13 +95,11 @@ impl JumpEntry {
     pub const MODE_OFFSET: i32 = std::mem::offset_of!(JumpEntry, mode) as i32;
     #[allow(missing_docs)]
     pub const F_OFFSET: i32 = std::mem::offset_of!(JumpEntry, f) as i32;
-    /// [`JumpEntry::mode`] bit: the block lies in one page (a link slot of that page may
-    /// point to it).
-    pub const ONE_PAGE: u32 = 1 << 16;
 
-    /// The mode key: code size in bits, CPL, and [`JumpEntry::ONE_PAGE`].
-    pub fn mode(bits: u32, cpl: u8, one_page: bool) -> u32 {
-        bits | (cpl as u32) << 8 | if one_page { Self::ONE_PAGE } else { 0 }
+    /// The mode key: code size in bits and CPL (never 0, so [`JumpEntry::EMPTY`] matches no
+    /// translation).
+    pub fn mode(bits: u32, cpl: u8) -> u32 {
+        bits | (cpl as u32) << 8
     }
 }
 
@@ -132,8 +130,9 @@ pub struct JitEnv {
     ctx: *mut c_void,
     pending: Option<(u8, Option<u32>, IntSource)>,
     /// The run loop's table of [`JumpEntry`]s ([`JUMP_CACHE_SIZE`] of them) where translations
-    /// look up their successors at exits without a linked one, or null when they must go
-    /// back to the run loop instead (lockstep mode, an interrupt line up, a stale table).
+    /// look up their successors at exits without a linked one: never null, a table of empty
+    /// entries when they must go back to the run loop instead (lockstep mode, an interrupt
+    /// line up, a stale table).
     pub jump_table: *const JumpEntry,
     /// Successors found by that lookup.
     pub lookups: u64,

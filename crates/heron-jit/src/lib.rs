@@ -25,6 +25,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use heron_cpu::state::CpuState;
 use heron_cpu::tier1::{JitEnv, LinkSlot, TbInfo, Tier1Enter, Tier1Fn, TranslateError, Translator, TranslatorStats};
 use iced_x86::Instruction;
+use lift::HelperId;
 
 use crate::arena::CodeArena;
 
@@ -110,8 +111,8 @@ struct Compiler {
     ctx: cranelift_codegen::Context,
     fb_ctx: FunctionBuilderContext,
     lockstep: bool,
-    /// Address of the helper stub ([`Compiler::helper_stub`]) translations call.
-    stub: u64,
+    /// Addresses of the helper stubs ([`Compiler::helper_stub`]), by [`HelperId`].
+    stubs: [u64; HelperId::ALL.len()],
 }
 
 /// A region to compile, with what its code refers to already allocated by the translator.
@@ -123,7 +124,6 @@ struct Request {
     /// Fresh link slots for exits to constant addresses, used from the end.
     slots: Vec<u64>,
     null_slot: u64,
-    stop_slot: u64,
 }
 
 /// A compiled region: position-independent machine code, and the blocks it refers to.
@@ -143,7 +143,7 @@ pub(crate) struct LinkTable {
 
 impl LinkTable {
     fn new(n: usize) -> Self {
-        LinkTable { slots: (0..n).map(|_| LinkSlot { target: 0, page: u64::MAX }).collect(), used: 2 }
+        LinkTable { slots: (0..n).map(|_| LinkSlot { target: 0, page: u64::MAX }).collect(), used: 1 }
     }
 
     /// A fresh slot for an exit of a region in guest-physical page `page`: its address, or
@@ -160,14 +160,8 @@ impl LinkTable {
         &mut self.slots[0] as *mut LinkSlot as u64
     }
 
-    /// Slot 1: like slot 0, for exits that must go back to the run loop without looking the
-    /// next translation up (budget or exit request, I/O, stores into code).
-    fn stop_slot(&mut self) -> u64 {
-        &mut self.slots[1] as *mut LinkSlot as u64
-    }
-
     fn reset(&mut self) {
-        self.used = 2;
+        self.used = 1;
     }
 }
 
@@ -181,26 +175,32 @@ impl Jit {
         let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| JitError::Isa(format!("{k}={v}: {e}")));
         set(&mut flags, "opt_level", config.opt_level)?;
         set(&mut flags, "regalloc_algorithm", config.regalloc)?;
-        set(&mut flags, "enable_verifier", "false")?;
+        // The IR verifier in the lockstep check mode only (it costs ~50% more compile time).
+        set(&mut flags, "enable_verifier", if config.lockstep { "true" } else { "false" })?;
         set(&mut flags, "unwind_info", "false")?;
         let isa = cranelift_native::builder()
             .map_err(|e| JitError::Isa(e.to_string()))?
             .finish(settings::Flags::new(flags))
             .map_err(|e| JitError::Isa(e.to_string()))?;
-        let mut compiler = Compiler::new(isa, config.lockstep, 0);
+        let mut compiler = Compiler::new(isa, config.lockstep, [0; HelperId::ALL.len()]);
         let mut enter_code = CodeArena::new(ENTER_CODE_BYTES)?;
-        let too_big = || JitError::Isa("trampoline and stub larger than their arena".into());
-        let stub = compiler.helper_stub().map_err(JitError::Isa)?;
-        compiler.stub = enter_code.alloc(&stub).ok_or_else(too_big)? as u64;
+        let too_big = || JitError::Isa("trampoline and stubs larger than their arena".into());
+        // Beside the translations (see `install`): the trampoline and the helper stubs.
+        let dump = |name: String, code: &[u8]| {
+            if let Some(dir) = std::env::var_os("HERON_JIT_DUMP") {
+                let _ = std::fs::create_dir_all(&dir);
+                let _ = std::fs::write(std::path::Path::new(&dir).join(name), code);
+            }
+        };
+        for h in HelperId::ALL {
+            let stub = compiler.helper_stub(h).map_err(JitError::Isa)?;
+            let p = enter_code.alloc(&stub).ok_or_else(too_big)? as u64;
+            compiler.stubs[h as usize] = p;
+            dump(format!("stub-{p:x}.bin"), &stub);
+        }
         let code = compiler.trampoline().map_err(JitError::Isa)?;
         let p = enter_code.alloc(&code).ok_or_else(too_big)?;
-        if let Some(dir) = std::env::var_os("HERON_JIT_DUMP") {
-            // Beside the translations (see `install`): the trampoline and the helper stub.
-            let dir = std::path::Path::new(&dir);
-            let _ = std::fs::create_dir_all(dir);
-            let _ = std::fs::write(dir.join(format!("trampoline-{:x}.bin", p as usize)), &code);
-            let _ = std::fs::write(dir.join(format!("stub-{:x}.bin", compiler.stub)), &stub);
-        }
+        dump(format!("trampoline-{:x}.bin", p as usize), &code);
         // SAFETY: `p` holds the trampoline Cranelift compiled for the `Tier1Enter` signature
         // (three pointers in, u64 out, the host's C calling convention), with no relocations.
         let enter = unsafe { std::mem::transmute::<*const u8, Tier1Enter>(p) };
@@ -231,7 +231,7 @@ impl Jit {
             Some(page) => (0..2 * blocks.len()).map_while(|_| self.links.alloc(page)).collect::<Vec<_>>().into_iter().rev().collect(),
             None => Vec::new(),
         };
-        Ok(Request { blocks, cpl: tb.cpl, bits: tb.bits, slots, null_slot: self.links.null_slot(), stop_slot: self.links.stop_slot() })
+        Ok(Request { blocks, cpl: tb.cpl, bits: tb.bits, slots, null_slot: self.links.null_slot() })
     }
 
     /// Copy compiled code into the arena and keep what it refers to until the next flush
@@ -267,7 +267,7 @@ impl Jit {
 
     /// The background thread, started on first use.
     fn background(&mut self) -> &mut Background {
-        let (lockstep, stub) = (self.compiler.lockstep, self.compiler.stub);
+        let (lockstep, stubs) = (self.compiler.lockstep, self.compiler.stubs);
         let isa = self.compiler.isa.clone();
         self.background.get_or_insert_with(|| {
             let (req_tx, req_rx) = mpsc::channel::<(u64, u64, Request)>();
@@ -277,7 +277,7 @@ impl Jit {
             let thread = std::thread::Builder::new()
                 .name("heron-jit".into())
                 .spawn(move || {
-                    let mut compiler = Compiler::new(isa, lockstep, stub);
+                    let mut compiler = Compiler::new(isa, lockstep, stubs);
                     for (epoch, id, req) in req_rx {
                         if res_tx.send((epoch, id, compiler.compile(req))).is_err() {
                             break;
@@ -308,16 +308,16 @@ impl Drop for Jit {
 /// run of a chain).
 const TRANSLATION_CC: CallConv = CallConv::Winch;
 
-/// Bytes of the mapping that holds the trampoline and the helper stub.
+/// Bytes of the mapping that holds the trampoline and the helper stubs.
 const ENTER_CODE_BYTES: usize = 16 * 1024;
 
-/// The helper stub's signature `(env, helper, a, b, c)`, in Cranelift's `preserve_all`
-/// convention: a call to it clobbers no register, so the values a translation keeps in
-/// registers stay there across a slow path (with a clobbering call, the register allocator
-/// spills them, often on the fast path too).
-fn stub_sig() -> Signature {
+/// The signature of a helper stub taking `env` and `args` more arguments, in Cranelift's
+/// `preserve_all` convention: a call to it clobbers no register, so the values a translation
+/// keeps in registers stay there across a slow path (with a clobbering call, the register
+/// allocator spills them, often on the fast path too).
+pub(crate) fn stub_sig(args: usize) -> Signature {
     let mut s = Signature::new(CallConv::PreserveAll);
-    s.params.extend([AbiParam::new(I64); 5]);
+    s.params.extend(std::iter::repeat_n(AbiParam::new(I64), 1 + args));
     s
 }
 
@@ -376,11 +376,13 @@ impl Compiler {
         self.finish_code("the trampoline")
     }
 
-    /// The helper stub: calls `helper(env, a, b, c)` (a [`heron_cpu::tier1::Helper`], in the
-    /// host's C convention) saving every register it clobbers ([`stub_sig`]).
-    fn helper_stub(&mut self) -> Result<Vec<u8>, String> {
+    /// The stub of helper `h`: takes `env` and the helper's arguments ([`stub_sig`]), calls
+    /// the helper (a [`heron_cpu::tier1::Helper`], in the host's C convention, its unused
+    /// arguments 0), saving every register it clobbers.
+    fn helper_stub(&mut self, h: HelperId) -> Result<Vec<u8>, String> {
+        let (helper, args) = h.helper();
         self.ctx.clear();
-        self.ctx.func.signature = stub_sig();
+        self.ctx.func.signature = stub_sig(args);
         let hsig = self.sig(&[I64; 4], None);
         let frontend = self.isa.frontend_config();
         {
@@ -389,8 +391,11 @@ impl Compiler {
             let entry = b.create_block();
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
-            let p = b.block_params(entry).to_vec();
-            b.ins().call_indirect(hsig, p[1], &[p[0], p[2], p[3], p[4]]);
+            let mut p = b.block_params(entry).to_vec();
+            let zero = b.ins().iconst(I64, 0);
+            p.resize(4, zero);
+            let f = b.ins().iconst(I64, helper as usize as i64);
+            b.ins().call_indirect(hsig, f, &p);
             b.ins().return_(&[]);
             b.seal_all_blocks();
             b.finalize(frontend);
@@ -407,8 +412,8 @@ impl Compiler {
         Ok(code.code_buffer().to_vec())
     }
 
-    fn new(isa: OwnedTargetIsa, lockstep: bool, stub: u64) -> Self {
-        Compiler { isa, ctx: cranelift_codegen::Context::new(), fb_ctx: FunctionBuilderContext::new(), lockstep, stub }
+    fn new(isa: OwnedTargetIsa, lockstep: bool, stubs: [u64; HelperId::ALL.len()]) -> Self {
+        Compiler { isa, ctx: cranelift_codegen::Context::new(), fb_ctx: FunctionBuilderContext::new(), lockstep, stubs }
     }
 
     fn sig(&self, params: &[cranelift_codegen::ir::Type], ret: Option<cranelift_codegen::ir::Type>) -> Signature {
@@ -431,15 +436,13 @@ impl Compiler {
         let frontend = self.isa.frontend_config();
         {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fb_ctx);
-            let stub = (b.import_signature(stub_sig()), self.stub);
             let entry = b.create_block();
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
             let (env, state) = (b.block_params(entry)[0], b.block_params(entry)[1]);
-            let mut l = lift::Lifter::new(&mut b, env, state, stub, req.cpl == 3, req.slots, req.null_slot);
+            let mut l = lift::Lifter::new(&mut b, env, state, self.stubs, req.cpl == 3, req.slots, req.null_slot);
             l.inline_stores = !self.lockstep;
-            l.stop_slot = req.stop_slot;
-            l.mode_key = heron_cpu::tier1::JumpEntry::mode(req.bits, req.cpl, false);
+            l.mode_key = heron_cpu::tier1::JumpEntry::mode(req.bits, req.cpl);
             let blocks: Vec<&[Instruction]> = req.blocks.iter().map(|b| &b[..]).collect();
             l.lift_region(&blocks);
             lifted = l.lifted;

@@ -60,14 +60,39 @@ struct CcVars {
     src2: Variable,
 }
 
+/// The helpers translations call, each through a register-preserving stub of its own
+/// (`Compiler::helper_stub`).
+#[derive(Clone, Copy)]
+pub(crate) enum HelperId {
+    Exec,
+    Load,
+    Store,
+    Flags,
+}
+
+impl HelperId {
+    pub const ALL: [HelperId; 4] = [HelperId::Exec, HelperId::Load, HelperId::Store, HelperId::Flags];
+
+    /// The helper, and how many arguments it takes after `env`.
+    pub fn helper(self) -> (Helper, usize) {
+        match self {
+            HelperId::Exec => (helper_exec, 1),
+            HelperId::Load => (helper_load, 2),
+            HelperId::Store => (helper_store, 3),
+            HelperId::Flags => (helper_flags, 0),
+        }
+    }
+}
+
 /// Builds the IR of one region.
 pub(crate) struct Lifter<'a, 'f> {
     pub b: &'a mut FunctionBuilder<'f>,
     pub env: Value,
     pub state: Value,
-    /// The helper stub's signature (imported into the function) and address: every helper
-    /// is called through it.
-    stub: (SigRef, u64),
+    /// The helper stubs' addresses by [`HelperId`], and their signatures by argument count
+    /// (imported into the function at first use).
+    stubs: [u64; HelperId::ALL.len()],
+    stub_sigs: [Option<SigRef>; 4],
     /// Guest registers already read or written in the current block (mainline values).
     cache: [Option<Value>; 16],
     /// Registers (bit n: `cache[n]`) written in the current block and not yet stored to the
@@ -92,13 +117,12 @@ pub(crate) struct Lifter<'a, 'f> {
     /// The current instruction's way out to tier 0 (see [`Lifter::brif_tier0`]), once made.
     bail: Option<Block>,
     /// The shared exits: normal (params RIP, icount, link slot) with the flags in variables /
-    /// in the state, to tier 0 (params instruction, icount) likewise; and which were used.
-    exits: [Block; 4],
-    used_exits: [bool; 4],
+    /// in the state, to tier 0 (params instruction, icount) likewise, back to the run loop
+    /// (params RIP, icount) likewise; and which were used.
+    exits: [Block; 6],
+    used_exits: [bool; 6],
     /// A link slot that is never linked, for exits without one.
     null_slot: u64,
-    /// The never-linked slot of exits that go back to the run loop without a lookup.
-    pub stop_slot: u64,
     /// [`JumpEntry::mode`] of this translation (the inline lookup only finds translations
     /// of the same mode).
     pub mode_key: u32,
@@ -159,7 +183,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         b: &'a mut FunctionBuilder<'f>,
         env: Value,
         state: Value,
-        stub: (SigRef, u64),
+        stubs: [u64; HelperId::ALL.len()],
         user: bool,
         links: Vec<u64>,
         null_slot: u64,
@@ -181,7 +205,8 @@ impl<'a, 'f> Lifter<'a, 'f> {
             b,
             env,
             state,
-            stub,
+            stubs,
+            stub_sigs: [None; 4],
             cache: [None; 16],
             dirty: 0,
             zx: Default::default(),
@@ -195,9 +220,8 @@ impl<'a, 'f> Lifter<'a, 'f> {
             user,
             bail: None,
             exits,
-            used_exits: [false; 4],
+            used_exits: [false; 6],
             null_slot,
-            stop_slot: null_slot,
             mode_key: 0,
             cur: Instruction::default(),
             cur_ptr: std::ptr::null(),
@@ -440,7 +464,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.b.ins().jump(target, &[BlockArg::Value(rip), BlockArg::Value(ic), BlockArg::Value(slot)]);
     }
 
-    /// Shared exit `base` (0: normal, 2: to tier 0) in its variant for where the flags are now:
+    /// Shared exit `base` (0: normal, 2: to tier 0, 4: to the run loop) in its variant for where the flags are now:
     /// in variables (defined here from known values, without changing the tracking of the
     /// code that goes on) or in the state (`base + 1`).
     fn shared_exit(&mut self, base: usize) -> Block {
@@ -488,7 +512,8 @@ impl<'a, 'f> Lifter<'a, 'f> {
         }
         self.b.switch_to_block(out);
         let rip = self.iconst(target);
-        self.exit(rip, retired, Some(self.stop_slot));
+        let exit = self.shared_exit(4);
+        self.b.ins().jump(exit, &[BlockArg::Value(rip), BlockArg::Value(ic)]);
         self.b.switch_to_block(cont);
         self.cc_to_vars();
         self.b.def_var(self.ic, ic);
@@ -538,11 +563,19 @@ impl<'a, 'f> Lifter<'a, 'f> {
             self.cc = if n % 2 == 0 { Cc::Vars } else { Cc::Mem };
             let params = self.b.block_params(blk).to_vec();
             self.writeback();
+            if n >= 4 {
+                // Back to the run loop (over the budget, or an exit request).
+                self.b.ins().store(TRUSTED, params[0], self.state, offset_of!(CpuState, rip) as i32);
+                self.b.ins().store(TRUSTED, params[1], self.state, offset_of!(CpuState, icount) as i32);
+                let z = self.iconst(0);
+                self.b.ins().store(TRUSTED, z, self.env, JitEnv::LAST_SLOT_OFFSET);
+                self.b.ins().return_(&[z]);
+                continue;
+            }
             if n >= 2 {
                 // Tier 0 sets RIP (past the instruction, or on it for a fault).
                 self.b.ins().store(TRUSTED, params[1], self.state, offset_of!(CpuState, icount) as i32);
-                let unused = self.iconst(0);
-                self.call_helper(helper_exec, [params[0], unused, unused]);
+                self.call_helper(HelperId::Exec, &[params[0]]);
                 let z = self.iconst(0);
                 self.b.ins().return_(&[z]);
                 continue;
@@ -563,9 +596,9 @@ impl<'a, 'f> Lifter<'a, 'f> {
 
     /// Return the translation for RIP `rip` from the run loop's table of translations (QEMU's
     /// lookup_and_goto_ptr, inline): on a hit (same RIP and mode, and the fetch TLB still maps
-    /// the page the block came from), linking `slot` to it when both lie in one page. A miss,
-    /// the stop slot or no table (lockstep mode, an interrupt line up) return 0: the run loop
-    /// decides.
+    /// the page the block came from), linking `slot` to it when both lie in the same page
+    /// (the table holds one-page blocks only). A miss returns 0: the run loop decides (the
+    /// table is all empty entries when it must: lockstep mode, an interrupt line up).
     fn lookup(&mut self, rip: Value, slot: Value) {
         let miss = self.b.create_block();
         self.b.set_cold_block(miss);
@@ -574,11 +607,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
             b.ins().brif(bad, miss, &[], ok, &[]);
             b.switch_to_block(ok);
         };
-        let stop = self.b.ins().icmp_imm_s(IntCC::Equal, slot, self.stop_slot as i64);
         let table = self.b.ins().load(I64, TRUSTED, self.env, JitEnv::JUMP_TABLE_OFFSET);
-        let none = self.b.ins().icmp_imm_s(IntCC::Equal, table, 0);
-        let give_up = self.b.ins().bor(stop, none);
-        next(self.b, give_up);
         // The entry: jump_cache_index(rip) * size_of::<JumpEntry>().
         debug_assert_eq!(size_of::<JumpEntry>(), 32);
         let sh = self.b.ins().ushr_imm_s(rip, 12);
@@ -590,8 +619,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         let bad = self.b.ins().icmp(IntCC::NotEqual, erip, rip);
         next(self.b, bad);
         let mode = self.b.ins().load(I32, TRUSTED, e, JumpEntry::MODE_OFFSET);
-        let m = self.b.ins().band_imm_s(mode, !(JumpEntry::ONE_PAGE as i64));
-        let bad = self.b.ins().icmp_imm_s(IntCC::NotEqual, m, self.mode_key as i64);
+        let bad = self.b.ins().icmp_imm_s(IntCC::NotEqual, mode, self.mode_key as i64);
         next(self.b, bad);
         let tlb = self.tlb_slot(rip);
         let toff = tlb_off(self.user, TlbKind::Fetch);
@@ -606,13 +634,10 @@ impl<'a, 'f> Lifter<'a, 'f> {
         let f = self.b.ins().load(I64, TRUSTED, e, JumpEntry::F_OFFSET);
         // Link a slot of the same page (its first use; later exits take the link).
         let spage = self.b.ins().load(I64, TRUSTED, slot, offset_of!(LinkSlot, page) as i32);
-        let same = self.b.ins().icmp(IntCC::Equal, spage, epage);
-        let one = self.b.ins().band_imm_s(mode, JumpEntry::ONE_PAGE as i64);
-        let one = self.b.ins().icmp_imm_s(IntCC::NotEqual, one, 0);
-        let link = self.b.ins().band(same, one);
         let (dolink, ret) = (self.b.create_block(), self.b.create_block());
         self.b.set_cold_block(dolink);
-        self.b.ins().brif(link, dolink, &[], ret, &[]);
+        let same = self.b.ins().icmp(IntCC::Equal, spage, epage);
+        self.b.ins().brif(same, dolink, &[], ret, &[]);
         self.b.switch_to_block(dolink);
         self.b.ins().store(TRUSTED, f, slot, offset_of!(LinkSlot, target) as i32);
         self.b.ins().jump(ret, &[]);
@@ -628,12 +653,22 @@ impl<'a, 'f> Lifter<'a, 'f> {
 
     // ---- memory ----
 
-    /// Call helper `h` with `args` through the stub (no register is clobbered); its result
+    /// Call helper `h` with `args` through its stub (no register is clobbered); its result
     /// is then in [`JitEnv::result`].
-    fn call_helper(&mut self, h: Helper, args: [Value; 3]) {
-        let f = self.b.ins().iconst(I64, h as usize as i64);
-        let stub = self.b.ins().iconst(I64, self.stub.1 as i64);
-        self.b.ins().call_indirect(self.stub.0, stub, &[self.env, f, args[0], args[1], args[2]]);
+    fn call_helper(&mut self, h: HelperId, args: &[Value]) {
+        debug_assert_eq!(args.len(), h.helper().1);
+        let sig = match self.stub_sigs[args.len()] {
+            Some(s) => s,
+            None => {
+                let s = self.b.import_signature(crate::stub_sig(args.len()));
+                self.stub_sigs[args.len()] = Some(s);
+                s
+            }
+        };
+        let stub = self.b.ins().iconst(I64, self.stubs[h as usize] as i64);
+        let mut all = vec![self.env];
+        all.extend_from_slice(args);
+        self.b.ins().call_indirect(sig, stub, &all);
     }
 
     /// [`JitEnv::result`], as the last helper left it.
@@ -698,8 +733,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
 
         self.b.switch_to_block(slow);
         let flags = self.iconst(self.access_flags(size));
-        let unused = self.iconst(0);
-        self.call_helper(helper_load, [la, flags, unused]);
+        self.call_helper(HelperId::Load, &[la, flags]);
         let st = self.b.ins().load(I32, TRUSTED, self.env, JitEnv::STATUS_OFFSET);
         let slow_v = self.helper_result();
         self.brif_tier0(st, join, &[BlockArg::Value(slow_v)]);
@@ -721,7 +755,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
 
         self.b.switch_to_block(slow);
         let flags = self.iconst(self.access_flags(size));
-        self.call_helper(helper_store, [la, v, flags]);
+        self.call_helper(HelperId::Store, &[la, v, flags]);
         let st = self.b.ins().load(I32, TRUSTED, self.env, JitEnv::STATUS_OFFSET);
         self.brif_tier0(st, join, &[]);
         self.b.switch_to_block(join);
@@ -826,8 +860,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
             return src;
         }
         self.store_cc();
-        let unused = self.iconst(0);
-        self.call_helper(helper_flags, [unused; 3]);
+        self.call_helper(HelperId::Flags, &[]);
         self.helper_result()
     }
 
@@ -1048,8 +1081,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
         self.cc = Cc::Mem;
         self.store_icount(self.k);
         let p = self.iconst(i as *const Instruction as u64);
-        let unused = self.iconst(0);
-        self.call_helper(helper_exec, [p, unused, unused]);
+        self.call_helper(HelperId::Exec, &[p]);
         let r = self.helper_result();
         let (out, cont) = (self.b.create_block(), self.b.create_block());
         self.b.ins().brif(r, out, &[], cont, &[]);
