@@ -102,6 +102,9 @@ pub(crate) struct Lifter<'a, 'f> {
     dirty: u16,
     /// Values whose upper 32 bits are known to be zero (no `mov r32, r32` needed again).
     zx: std::collections::HashSet<Value>,
+    /// [`Lifter::zext32`] results by operand, in the current region block (where they
+    /// dominate what follows).
+    zx_of: std::collections::HashMap<Value, Value>,
     /// Values made by [`Lifter::add_imm`]: `(x, c)` for `x + c`.
     offs: std::collections::HashMap<Value, (Value, i64)>,
     cc: Cc,
@@ -210,6 +213,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
             cache: [None; 16],
             dirty: 0,
             zx: Default::default(),
+            zx_of: Default::default(),
             offs: Default::default(),
             cc: Cc::Mem,
             ccv,
@@ -318,15 +322,36 @@ impl<'a, 'f> Lifter<'a, 'f> {
         if self.zx.contains(&v) {
             return v;
         }
-        if let Some(k) = self.konst(v) {
-            let r = self.iconst(k & 0xFFFF_FFFF);
-            self.zx.insert(r);
+        if let Some(&r) = self.zx_of.get(&v) {
             return r;
         }
-        let t = self.b.ins().ireduce(I32, v);
-        let r = self.b.ins().uextend(I64, t);
+        let r = match self.konst(v) {
+            Some(k) => self.iconst(k & 0xFFFF_FFFF),
+            None => {
+                let t = self.b.ins().ireduce(I32, v);
+                self.b.ins().uextend(I64, t)
+            }
+        };
         self.zx.insert(r);
+        self.zx_of.insert(v, r);
         r
+    }
+
+    /// The low 32 bits of `v` as an I32, for a 32-bit operation (whose result Cranelift
+    /// zero-extends for free on x86-64): the operand of `v`'s zero-extension, or a constant.
+    fn low32(&mut self, v: Value) -> Value {
+        if let Some(k) = self.konst(v) {
+            return self.b.ins().iconst(I32, k as u32 as i64);
+        }
+        let dfg = &self.b.func.dfg;
+        if let Some(inst) = dfg.value_def(v).inst() {
+            if let InstructionData::Unary { opcode: Opcode::Uextend, arg } = dfg.insts[inst] {
+                if dfg.value_type(arg) == I32 {
+                    return arg;
+                }
+            }
+        }
+        self.b.ins().ireduce(I32, v)
     }
 
     /// Sign-extend the low `size` bytes of `v` to 64 bits.
@@ -1010,6 +1035,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
             self.cc = if j == 0 && !loops_to_entry { Cc::Mem } else { Cc::Vars };
             self.icount0 = self.b.use_var(self.ic);
             self.cache = [None; 16];
+            self.zx_of.clear();
             self.dirty = 0;
             self.lift_block(insns);
         }
@@ -1207,6 +1233,20 @@ impl<'a, 'f> Lifter<'a, 'f> {
                 let (a, la) = self.read_dst(i, size);
                 let b = self.read_op(i, 1, size);
                 let (r, op, src2) = match m {
+                    M::Add | M::Sub | M::Cmp | M::And | M::Test | M::Or | M::Xor if size == 4 => {
+                        // In 32 bits: the result needs no zero-extension of its own.
+                        let (x, y) = (self.low32(a), self.low32(b));
+                        let (r, op) = match m {
+                            M::Add => (self.b.ins().iadd(x, y), CcOp::Add),
+                            M::Sub | M::Cmp => (self.b.ins().isub(x, y), CcOp::Sub),
+                            M::And | M::Test => (self.b.ins().band(x, y), CcOp::Logic),
+                            M::Or => (self.b.ins().bor(x, y), CcOp::Logic),
+                            _ => (self.b.ins().bxor(x, y), CcOp::Logic),
+                        };
+                        let r = self.b.ins().uextend(I64, r);
+                        self.zx.insert(r);
+                        (r, op, None)
+                    }
                     M::Add => (self.add(a, b), CcOp::Add, None),
                     M::Adc => {
                         let c = self.cf();
