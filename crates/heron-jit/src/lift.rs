@@ -5,10 +5,12 @@
 //! - Lazy flags: the last flag-setting operation is kept as SSA values ([`Cc::Known`]); a
 //!   condition is computed only where read (`cmp`/`test` + `jcc` need no flags at all) and the
 //!   lazy fields are stored only at exits.
-//! - Memory: the TLB compare and addend are inline; a miss, MMIO, a page holding code or a
-//!   fault calls [`helper_load`]/[`helper_store`].
-//! - Precise exceptions: an instruction's memory accesses come before its register writes, so
-//!   a fault exit writes back the registers as they were before it, with RIP on it.
+//! - Memory: the TLB compare and addend are inline; a miss calls [`helper_load`]/
+//!   [`helper_store`] through a stub that clobbers no register.
+//! - Precise exceptions: an instruction's memory accesses and checks come before its register
+//!   writes, so when an access is not plain RAM (a fault, MMIO, a store into code) or a check
+//!   fails, the translation can leave with the state of the instruction's start and have tier
+//!   0 run that instruction ([`helper_exec`]), which raises the fault or makes the access.
 //! - Anything not lifted here runs through [`helper_exec`] (tier-0 semantics of that one
 //!   instruction).
 
