@@ -1,6 +1,6 @@
 //! Tier-1 behaviour the conformance harness cannot reach from user mode: SSE availability
-//! checks made when a translation runs (CR0/CR4 may change after it was made), and
-//! background translation.
+//! checks made when a translation runs (CR0/CR4 may change after it was made), MMIO from
+//! translated code, and background translation.
 
 use heron_cpu::state::cr;
 use heron_cpu::testutil::{TestCpu, DATA};
@@ -113,4 +113,75 @@ fn background_translation_survives_code_cache_flushes() {
     let ts = t.cpu.translator.as_ref().unwrap().stats();
     assert!(ts.flushes > 0, "the arena overflowed ({} translations)", ts.translations);
     assert!(t.cpu.stats.tier1_insns > 0);
+}
+
+/// A bus whose MMIO reads return 1, 2, 3, … and which counts the writes.
+#[derive(Default)]
+struct CountingBus {
+    reads: u64,
+    writes: Vec<u64>,
+}
+
+impl heron_softmmu::Bus for CountingBus {
+    fn pio_read(&mut self, _: u64, _: u16, _: u8) -> u32 {
+        u32::MAX
+    }
+    fn pio_write(&mut self, _: u64, _: u16, _: u8, _: u32) {}
+    fn mmio_read(&mut self, _: u64, _: u64, _: u8) -> u64 {
+        self.reads += 1;
+        self.reads
+    }
+    fn mmio_write(&mut self, _: u64, _: u64, _: u8, v: u64) {
+        self.writes.push(v);
+    }
+    fn interrupt_pending(&self) -> bool {
+        false
+    }
+    fn acknowledge_interrupt(&mut self) -> u8 {
+        0
+    }
+}
+
+/// Run `code` to its HLT on `bus`, returning (icount, RIP) at each return of the run loop.
+fn run_with_bus(t: &mut TestCpu, code: &[u8], bus: &mut CountingBus) -> Vec<(u64, u64)> {
+    t.ram.write_bytes(heron_cpu::testutil::CODE, code).unwrap();
+    t.cpu.flush_code();
+    t.cpu.s.rip = heron_cpu::testutil::CODE;
+    t.cpu.s.regs[2] = 0; // rdx (the reset value is the CPU signature)
+    let mut stops = Vec::new();
+    for _ in 0..1000 {
+        t.cpu.run(bus, t.cpu.s.icount + 1000);
+        stops.push((t.cpu.s.icount, t.cpu.s.rip));
+        if t.cpu.s.halted {
+            break;
+        }
+    }
+    stops
+}
+
+/// MMIO from translated code happens exactly once per guest access, and the translation
+/// stops after the accessing instruction, as tier 0 does (devices see the same instruction
+/// counts): it leaves to tier 0 before the access instead of making it in the helper.
+#[test]
+fn mmio_from_translated_code_is_made_once_and_ends_the_block() {
+    // mov rbx, 0x2000_0000 (identity-mapped, above RAM: MMIO) ; mov ecx, 10 ;
+    // l: mov rax, [rbx] ; mov [rbx+8], rax ; add rdx, rax ; dec rcx ; jnz l ; hlt
+    let code = [
+        0x48, 0xC7, 0xC3, 0x00, 0x00, 0x00, 0x20, 0xB9, 0x0A, 0x00, 0x00, 0x00, 0x48, 0x8B, 0x03, 0x48, 0x89, 0x43, 0x08, 0x48, 0x01, 0xC2, 0x48,
+        0xFF, 0xC9, 0x75, 0xF1, 0xF4,
+    ];
+    let mut t0 = TestCpu::new();
+    let mut bus0 = CountingBus::default();
+    let stops0 = run_with_bus(&mut t0, &code, &mut bus0);
+    let mut t = tier1_cpu();
+    let mut bus = CountingBus::default();
+    let stops = run_with_bus(&mut t, &code, &mut bus);
+    assert!(t.cpu.s.halted, "the loop ends");
+    assert_eq!(t.exception(), None);
+    assert_eq!(bus.reads, 10, "one MMIO read per iteration");
+    assert_eq!(bus.writes, (1..=10).collect::<Vec<u64>>(), "one MMIO write per iteration, of the value read");
+    assert_eq!(t.cpu.s.regs[2], (1..=10).sum::<u64>());
+    assert!(t.cpu.stats.tier1_insns > 0, "the loop ran translated");
+    assert_eq!(stops, stops0, "the run loop returns at the same instructions as tier 0 alone");
+    assert_eq!(stops.len(), 21, "after each MMIO access, and at HLT");
 }
