@@ -256,8 +256,8 @@ pub trait Translator {
 
 /// The one signature of the helpers translated code calls: `env` and up to three arguments
 /// (the unused ones are ignored); results go to [`JitEnv::result`] and [`JitEnv::status`].
-/// One shape lets a translator call them all through one register-preserving stub (so a
-/// slow path does not make the translation spill its registers).
+/// One shape lets a translator wrap them all alike in register-preserving stubs (so a slow
+/// path does not make the translation spill its registers).
 pub type Helper = unsafe extern "C" fn(env: *mut JitEnv, a: u64, b: u64, c: u64);
 
 /// Execute the instruction at address `insn` (an [`Instruction`]) with tier-0 semantics
@@ -288,7 +288,8 @@ pub unsafe extern "C" fn helper_exec(env: *mut JitEnv, insn: u64, _: u64, _: u64
 /// to RAM, and, for a write, none of them holding decoded code. Leaves CR2 alone (the walk of
 /// a faulting access sets it; tier 0 will fault the same way).
 fn plain_ram(ctx: &mut Ctx, la: u64, size: u32, kind: TlbKind, user: bool) -> bool {
-    if !crate::mmu::canonical(la) || !crate::mmu::canonical(la.wrapping_add(size as u64 - 1)) {
+    let last = la.wrapping_add(size as u64 - 1);
+    if !crate::mmu::canonical(la) || !crate::mmu::canonical(last) {
         return false;
     }
     if ctx.s.tlb.lookup(user, kind, la, size as u64).is_some() {
@@ -296,7 +297,6 @@ fn plain_ram(ctx: &mut Ctx, la: u64, size: u32, kind: TlbKind, user: bool) -> bo
         return true;
     }
     let cr2 = ctx.s.cr2;
-    let last = la.wrapping_add(size as u64 - 1);
     let pages = if last & !0xFFF == la & !0xFFF { &[la][..] } else { &[la, last][..] };
     for &a in pages {
         let page = match ctx.translate(a, kind, user) {
