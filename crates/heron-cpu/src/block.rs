@@ -548,9 +548,9 @@ fn lockstep_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block, enter: Tier1E
 }
 
 /// Run translation `f` and the translations it chains to, while the budget lasts. Returns
-/// the link slot the last one left through (null if none). `lookup`: the jump cache whose
-/// table of translations the translations may look their successors up in (`None` keeps
-/// every exit in the run loop).
+/// the link slot the last one left through (null if none). `lookup`: whether translations may
+/// look their successors up in `jmp`'s table of translations (if not, they get its empty
+/// table, and every exit without a linked successor returns to the run loop).
 fn run_tier1(ctx: &mut Ctx, stats: &mut Stats, enter: Tier1Enter, f: Tier1Fn, until: u64, jmp: &JmpCache, lookup: bool) -> Result<*mut LinkSlot, ExitReason> {
     let start = ctx.s.icount;
     let mut env = crate::tier1::JitEnv::new(ctx);

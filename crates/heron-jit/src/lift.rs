@@ -693,9 +693,9 @@ impl<'a, 'f> Lifter<'a, 'f> {
             }
         };
         let stub = self.b.ins().iconst(I64, self.stubs[h as usize] as i64);
-        let mut all = vec![self.env];
-        all.extend_from_slice(args);
-        self.b.ins().call_indirect(sig, stub, &all);
+        let mut all = [self.env; 4];
+        all[1..=args.len()].copy_from_slice(args);
+        self.b.ins().call_indirect(sig, stub, &all[..=args.len()]);
     }
 
     /// [`JitEnv::result`], as the last helper left it.

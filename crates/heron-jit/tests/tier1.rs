@@ -52,6 +52,20 @@ fn misaligned_movaps_faults_and_movups_does_not() {
     assert_eq!(t.error_code(), 0);
 }
 
+/// Run `code` from RAX = 0 again and again, checking each run's result with `check`, until
+/// `done` (background translations arrive when the compiler thread delivers them) or 30 s.
+fn rerun_until(t: &mut TestCpu, code: &[u8], max_insns: u64, done: impl Fn(&TestCpu) -> bool, check: impl Fn(&TestCpu)) {
+    let start = std::time::Instant::now();
+    loop {
+        t.cpu.s.regs[0] = 0;
+        t.run(code, max_insns);
+        check(t);
+        if done(t) || start.elapsed().as_secs() > 30 {
+            break;
+        }
+    }
+}
+
 /// With background translation the guest's results do not change, and translations arrive.
 #[test]
 fn background_translation_gives_the_same_results() {
@@ -63,17 +77,9 @@ fn background_translation_gives_the_same_results() {
     let mut bg = tier1_cpu();
     bg.cpu.set_tier1_threshold(100);
     bg.cpu.set_background_translation(true);
-    // Runs until the translation has arrived (the compiler thread may be slow to start on a
-    // loaded host); every run must give the same result.
-    let start = std::time::Instant::now();
-    loop {
-        bg.cpu.s.regs[0] = 0;
-        bg.run(&code, 10_000_000);
-        assert_eq!(bg.cpu.s.regs[0], sync.cpu.s.regs[0]);
-        if bg.cpu.stats.tier1_insns > 0 || start.elapsed().as_secs() > 30 {
-            break;
-        }
-    }
+    // Until the translation has arrived (the compiler thread may be slow to start on a loaded
+    // host); every run must give the same result.
+    rerun_until(&mut bg, &code, 10_000_000, |t| t.cpu.stats.tier1_insns > 0, |t| assert_eq!(t.cpu.s.regs[0], sync.cpu.s.regs[0]));
     assert_eq!(bg.cpu.s.regs[0], (1..=200_000u64).sum::<u64>());
     assert!(bg.cpu.stats.tier1_insns > 0, "the background translation was installed");
 }
@@ -100,19 +106,13 @@ fn background_translation_survives_code_cache_flushes() {
     t.cpu.translator = Some(Box::new(heron_jit::Jit::new(&config).expect("translator")));
     t.cpu.set_tier1_threshold(20);
     t.cpu.set_background_translation(true);
-    let start = std::time::Instant::now();
-    loop {
-        t.cpu.s.regs[0] = 0;
-        t.run(&code, 100_000_000);
+    // Until the arena has overflowed and translations have run (a flush may come before any
+    // translation was entered, depending on when the compiler thread delivers).
+    let done = |t: &TestCpu| t.cpu.translator.as_ref().unwrap().stats().flushes > 0 && t.cpu.stats.tier1_insns > 0;
+    rerun_until(&mut t, &code, 100_000_000, done, |t| {
         assert_eq!(t.exception(), None);
         assert_eq!(t.cpu.s.regs[0], 3000 * per_pass);
-        // Until the arena has overflowed and translations have run (a flush may come before
-        // any translation was entered, depending on when the compiler thread delivers).
-        let flushed = t.cpu.translator.as_ref().unwrap().stats().flushes > 0;
-        if (flushed && t.cpu.stats.tier1_insns > 0) || start.elapsed().as_secs() > 30 {
-            break;
-        }
-    }
+    });
     let ts = t.cpu.translator.as_ref().unwrap().stats();
     assert!(ts.flushes > 0, "the arena overflowed ({} translations)", ts.translations);
     assert!(t.cpu.stats.tier1_insns > 0);
