@@ -10,6 +10,17 @@ pub const LINEAR_BITS: u32 = 48;
 pub const LEAF1_EDX: u32 = (1 << 0) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8) | (1 << 12) | (1 << 13) | (1 << 15) | (1 << 16) | (1 << 19) | (1 << 23) | (1 << 24) | (1 << 25) | (1 << 26);
 /// Leaf 1 ECX: CMPXCHG16B, POPCNT.
 pub const LEAF1_ECX: u32 = (1 << 13) | (1 << 23);
+/// Leaf 7 sub-leaf 0 EDX: IA32_ARCH_CAPABILITIES (bit 29).
+pub const LEAF7_EDX: u32 = 1 << 29;
+/// IA32_ARCH_CAPABILITIES (MSR 0x10A, Intel SDM Vol. 4 Table 2-2): Heron retires each
+/// instruction whole and in program order, nothing executes transiently for a guest to
+/// observe, so it sets the "not susceptible" bits of the transient-execution attacks: RDCL_NO
+/// (0, Meltdown), SSB_NO (4), MDS_NO (5), PSCHANGE_MC_NO (6), TAA_NO (8), SBDR_SSDP_NO (13),
+/// FBSDP_NO (14), PSDP_NO (15), BHI_NO (20), PBRSB_NO (24), GDS_NO (26), RFDS_NO (27). Bits
+/// that enumerate controls or mitigations Heron lacks (IBRS_ALL, RSBA, TSX_CTRL, FB_CLEAR...)
+/// stay clear. Linux keys page-table isolation on RDCL_NO: without it, every system call and
+/// interrupt from user mode would reload CR3 twice.
+pub const ARCH_CAPABILITIES: u64 = (1 << 0) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8) | (1 << 13) | (1 << 14) | (1 << 15) | (1 << 20) | (1 << 24) | (1 << 26) | (1 << 27);
 /// Leaf 0x8000_0001 EDX: SYSCALL, NX, LM.
 pub const EXT1_EDX: u32 = (1 << 11) | (1 << 20) | (1 << 29);
 /// Leaf 0x8000_0001 ECX: LAHF/SAHF in 64-bit mode.
@@ -39,6 +50,8 @@ pub fn cpuid(eax: u32, ecx: u32) -> (u32, u32, u32, u32) {
                 None => (0, 0, 0, 0),
             }
         }
+        // Sub-leaf 0: no sub-leaves beyond it (EAX), IA32_ARCH_CAPABILITIES (EDX).
+        7 => (0, 0, 0, if ecx == 0 { LEAF7_EDX } else { 0 }),
         0x8000_0000 => (0x8000_0008, 0, 0, 0),
         0x8000_0001 => (0, 0, EXT1_ECX, EXT1_EDX),
         0x8000_0002..=0x8000_0004 => {
@@ -75,5 +88,14 @@ mod tests {
         assert_eq!(d & (1 << 9), 0, "APIC must not be advertised");
         assert_eq!(c & 1, 0, "SSE3 must not be advertised");
         assert_ne!(d & (1 << 26), 0);
+    }
+
+    #[test]
+    fn leaf7_enumerates_arch_capabilities_only() {
+        assert_eq!(cpuid(7, 0), (0, 0, 0, 1 << 29));
+        assert_eq!(cpuid(7, 1), (0, 0, 0, 0));
+        // RDCL_NO, so Linux does not isolate page tables; no control or mitigation bits.
+        assert_ne!(ARCH_CAPABILITIES & 1, 0);
+        assert_eq!(ARCH_CAPABILITIES & ((1 << 1) | (1 << 2) | (1 << 7) | (1 << 17)), 0);
     }
 }

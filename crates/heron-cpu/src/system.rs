@@ -1131,6 +1131,7 @@ impl Ctx<'_> {
             0x3A => 1, // IA32_FEATURE_CONTROL: locked, VMX off.
             0x8B => 0, // IA32_BIOS_SIGN_ID: no microcode.
             0xFE => 0x508, // IA32_MTRRCAP: 8 variable ranges, fixed ranges, WC.
+            0x10A => crate::cpuid::ARCH_CAPABILITIES,
             0x174 => s.msr.sysenter[0],
             0x175 => s.msr.sysenter[1],
             0x176 => s.msr.sysenter[2],
