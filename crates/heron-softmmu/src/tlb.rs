@@ -10,8 +10,11 @@
 /// Flushes stay cheap through [`Tlb`]'s list of filled entries.
 pub const TLB_SIZE: usize = 4096;
 
-/// Most filled entries [`Tlb`] lists; past this a flush scans the tables.
-const FILLED_MAX: usize = TLB_SIZE;
+/// Most slots [`Tlb`] lists as filled with non-global entries since the last CR3 reload; past
+/// this the next reload scans the tables.
+const LOCAL_MAX: usize = TLB_SIZE;
+/// Slots of all six tables: the list of global entries can hold each once.
+const GLOBAL_MAX: usize = 6 * TLB_SIZE;
 
 /// One TLB entry. `tag` is the linear page address (low 12 bits clear) or [`TlbEntry::INVALID`].
 #[repr(C)]
@@ -44,7 +47,7 @@ pub enum TlbKind {
     Fetch = 2,
 }
 
-/// The TLB: `tables[user][kind]`, `user` = 1 for CPL 3 accesses. About 800 KiB: it is built
+/// The TLB: `tables[user][kind]`, `user` = 1 for CPL 3 accesses. About 900 KiB: it is built
 /// in place inside a heap allocation (all-zero bytes, then [`Tlb::reset`]), never on the stack.
 #[repr(C)]
 pub struct Tlb {
@@ -54,12 +57,41 @@ pub struct Tlb {
     pub fills: u64,
     /// Misses since creation (for statistics).
     pub misses: u64,
-    /// The entries filled since the tables were last known empty, as `table << 16 | index`
-    /// (`table` = `user * 3 + kind`; repeats allowed), so a flush touches only those.
-    filled: [u32; FILLED_MAX],
-    /// Entries used in `filled`; `FILLED_MAX + 1` once more were filled than it holds, until
-    /// a flush that scans the tables.
-    n_filled: usize,
+    /// Slots filled with a non-global entry since the last flush of non-global entries, so a
+    /// CR3 reload touches only those (the kernel's global entries can be thousands).
+    local: SlotList<LOCAL_MAX>,
+    /// Slots filled with a global entry since the last full flush.
+    global: SlotList<GLOBAL_MAX>,
+}
+
+/// The entry of slot `s` (see [`SlotList`]).
+fn slot_entry(tables: &mut [[[TlbEntry; TLB_SIZE]; 3]; 2], s: u32) -> &mut TlbEntry {
+    let t = (s >> 16) as usize;
+    &mut tables[t / 3][t % 3][s as usize & 0xFFFF]
+}
+
+/// Table slots as `table << 16 | index` (`table` = `user * 3 + kind`). A slot is listed when
+/// it is filled with an entry of the list's kind (global or not) while it does not already hold
+/// one, so each appears once, except one emptied by INVLPG or for code and filled again.
+#[repr(C)]
+struct SlotList<const N: usize> {
+    slots: [u32; N],
+    /// Slots used; `N + 1` once more were filled than it holds (the tables must be scanned).
+    n: usize,
+}
+
+impl<const N: usize> SlotList<N> {
+    fn push(&mut self, slot: u32) {
+        if self.n < N {
+            self.slots[self.n] = slot;
+        }
+        self.n = (self.n + 1).min(N + 1);
+    }
+
+    /// The listed slots, or `None` when there were too many to list.
+    fn listed(&self) -> Option<&[u32]> {
+        (self.n <= N).then(|| &self.slots[..self.n])
+    }
 }
 
 impl Tlb {
@@ -75,7 +107,8 @@ impl Tlb {
     /// inside the boxed CPU state). All-zero bytes are a valid `Tlb` to call this on.
     pub fn reset(&mut self) {
         self.tables.iter_mut().flatten().for_each(|t| t.fill(TlbEntry::EMPTY));
-        self.n_filled = 0;
+        self.local.n = 0;
+        self.global.n = 0;
     }
 
     /// Index of the entry for linear address `la`.
@@ -100,71 +133,54 @@ impl Tlb {
         self.fills += 1;
         let page = la & !0xFFF;
         let (t, i) = (user as usize * 3 + kind as usize, Self::index(la));
-        self.tables[user as usize][kind as usize][i] = TlbEntry { tag: page, addend: host.wrapping_sub(page), paddr: paddr & !0xFFF, global };
-        if self.n_filled < FILLED_MAX {
-            self.filled[self.n_filled] = (t << 16 | i) as u32;
+        let e = &mut self.tables[user as usize][kind as usize][i];
+        // An entry of the same kind in the slot means the slot is listed already.
+        if e.tag == TlbEntry::INVALID || e.global != global {
+            let slot = (t << 16 | i) as u32;
+            if global {
+                self.global.push(slot);
+            } else {
+                self.local.push(slot);
+            }
         }
-        self.n_filled = (self.n_filled + 1).min(FILLED_MAX + 1);
+        *e = TlbEntry { tag: page, addend: host.wrapping_sub(page), paddr: paddr & !0xFFF, global };
     }
 
-    /// The listed filled entries, or `None` when there were too many to list.
-    fn listed(&self) -> Option<std::ops::Range<usize>> {
-        (self.n_filled <= FILLED_MAX).then_some(0..self.n_filled)
-    }
-
-    fn entry(&mut self, slot: u32) -> &mut TlbEntry {
-        let t = (slot >> 16) as usize;
-        &mut self.tables[t / 3][t % 3][slot as usize & 0xFFFF]
+    /// Apply `f` to the entry of every listed slot (both lists), or return false when a list
+    /// overflowed (the caller scans the tables instead).
+    fn for_listed(&mut self, mut f: impl FnMut(u32, &mut TlbEntry)) -> bool {
+        let Tlb { tables, local, global, .. } = self;
+        let (Some(l), Some(g)) = (local.listed(), global.listed()) else { return false };
+        for &s in l.iter().chain(g) {
+            f(s, slot_entry(tables, s));
+        }
+        true
     }
 
     /// Flush everything (CR0/CR4 paging changes, EFER writes).
     pub fn flush_all(&mut self) {
-        match self.listed() {
-            Some(r) => {
-                for k in r {
-                    *self.entry(self.filled[k]) = TlbEntry::EMPTY;
-                }
-                self.n_filled = 0;
-            }
-            None => self.reset(),
+        if self.for_listed(|_, e| *e = TlbEntry::EMPTY) {
+            self.local.n = 0;
+            self.global.n = 0;
+        } else {
+            self.reset();
         }
     }
 
-    /// Flush non-global entries (MOV to CR3, Intel SDM Vol. 3A §4.10.4.1). The global
-    /// survivors are listed again, unless there are too many to list.
+    /// Flush non-global entries (MOV to CR3, Intel SDM Vol. 3A §4.10.4.1).
     pub fn flush_nonglobal(&mut self) {
-        let mut kept = 0;
-        let mut keep = |filled: &mut [u32; FILLED_MAX], s: u32| {
-            if kept < FILLED_MAX {
-                filled[kept] = s;
+        let Tlb { tables, local, .. } = self;
+        // A listed slot filled with a global entry since keeps it.
+        let drop = |e: &mut TlbEntry| {
+            if !e.global {
+                *e = TlbEntry::EMPTY;
             }
-            kept += 1;
         };
-        match self.listed() {
-            Some(r) => {
-                for k in r {
-                    let s = self.filled[k];
-                    let e = self.entry(s);
-                    if e.global {
-                        keep(&mut self.filled, s);
-                    } else {
-                        *e = TlbEntry::EMPTY;
-                    }
-                }
-            }
-            None => {
-                for (t, table) in self.tables.iter_mut().flatten().enumerate() {
-                    for (i, e) in table.iter_mut().enumerate() {
-                        if !e.global {
-                            *e = TlbEntry::EMPTY;
-                        } else if e.tag != TlbEntry::INVALID {
-                            keep(&mut self.filled, (t << 16 | i) as u32);
-                        }
-                    }
-                }
-            }
+        match local.listed() {
+            Some(l) => l.iter().for_each(|&s| drop(slot_entry(tables, s))),
+            None => tables.iter_mut().flatten().flatten().for_each(drop),
         }
-        self.n_filled = kept.min(FILLED_MAX + 1);
+        local.n = 0;
     }
 
     /// Flush the entries for one linear page, global or not (INVLPG).
@@ -185,19 +201,9 @@ impl Tlb {
                 *e = TlbEntry::EMPTY;
             }
         };
-        match self.listed() {
-            Some(r) => {
-                for k in r {
-                    let s = self.filled[k];
-                    if (s >> 16) as usize % 3 == TlbKind::Write as usize {
-                        drop(self.entry(s));
-                    }
-                }
-            }
-            None => {
-                for user in 0..2 {
-                    self.tables[user][TlbKind::Write as usize].iter_mut().for_each(drop);
-                }
+        if !self.for_listed(|s, e| if (s >> 16) as usize % 3 == TlbKind::Write as usize { drop(e) }) {
+            for user in 0..2 {
+                self.tables[user][TlbKind::Write as usize].iter_mut().for_each(drop);
             }
         }
     }
@@ -217,7 +223,7 @@ mod tests {
     /// listed or (after more fills than the list holds) the tables are scanned.
     #[test]
     fn flush_nonglobal_keeps_globals_listed_and_scanned() {
-        for fills in [10, FILLED_MAX + 10] {
+        for fills in [10, LOCAL_MAX + 10] {
             let mut t = Tlb::new_boxed();
             t.fill(false, TlbKind::Read, 0xffff_8000_0000_0000, HOST, 0x1000, true);
             for k in 0..fills as u64 {
@@ -231,16 +237,49 @@ mod tests {
                 let kind = [TlbKind::Read, TlbKind::Write, TlbKind::Fetch][k as usize % 3];
                 assert!(!hit(&t, k % 2 == 0, kind, 0x40_0000 + (k << 12)), "{fills} fills: entry {k} flushed");
             }
-            // The global survivor is listed again: a later full flush drops it.
+            // The global survivor is still listed: a later full flush drops it.
             t.flush_all();
             assert!(!hit(&t, false, TlbKind::Read, 0xffff_8000_0000_0000));
         }
     }
 
+    /// Each slot is listed once however often it is refilled, and a slot whose entry changed
+    /// between global and non-global is flushed by what it holds now.
+    #[test]
+    fn slots_listed_once_and_flushed_by_their_current_entry() {
+        let mut t = Tlb::new_boxed();
+        for k in 0..3 * LOCAL_MAX as u64 {
+            t.fill(false, TlbKind::Read, 0x40_0000 + ((k % 4) << 12), HOST, 0x1000, false);
+            t.fill(false, TlbKind::Read, 0xffff_8000_0000_0000 + ((k % 4) << 12), HOST, 0x1000, true);
+            if k % 8 == 7 {
+                t.flush_nonglobal();
+            }
+        }
+        assert_eq!((t.local.n, t.global.n), (0, 4), "refills and CR3 reloads do not grow the lists");
+        for k in 0..8 {
+            t.fill(false, TlbKind::Read, 0x40_0000 + ((k % 4) << 12), HOST, 0x1000, false);
+        }
+        assert_eq!(t.local.n, 4);
+        // Local then global in one slot: the reload keeps it; global then local: it drops it.
+        t.fill(false, TlbKind::Write, 0x7000, HOST, 0x2000, false);
+        t.fill(false, TlbKind::Write, 0x7000, HOST, 0x2000, true);
+        t.fill(false, TlbKind::Write, 0xffff_8000_0000_8000, HOST, 0x3000, true);
+        t.fill(false, TlbKind::Write, 0xffff_8000_0000_8000, HOST, 0x3000, false);
+        t.flush_nonglobal();
+        assert!(hit(&t, false, TlbKind::Write, 0x7000));
+        assert!(!hit(&t, false, TlbKind::Write, 0xffff_8000_0000_8000));
+        // Global write entries are found through their list too.
+        t.flush_writes_to(0x2000);
+        assert!(!hit(&t, false, TlbKind::Write, 0x7000));
+        t.flush_all();
+        assert!(!hit(&t, false, TlbKind::Read, 0xffff_8000_0000_0000));
+        assert_eq!((t.local.n, t.global.n), (0, 0));
+    }
+
     /// A page that starts holding code loses its write entries only.
     #[test]
     fn flush_writes_to_drops_write_entries_of_that_page() {
-        for extra in [0, FILLED_MAX] {
+        for extra in [0, LOCAL_MAX] {
             let mut t = Tlb::new_boxed();
             t.fill(true, TlbKind::Write, 0x1000, HOST, 0x5000, false);
             t.fill(false, TlbKind::Write, 0x2000, HOST, 0x5000, false);
