@@ -7,12 +7,13 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use heron_softmmu::{Bus, GuestRam, TlbKind};
 use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic};
 
 use crate::exec::Ctx;
+use crate::fast::{Fast, Op};
 use crate::state::{rf, sreg, CpuState};
 use crate::system::{IntSource, SOFT_INT_FLAG};
 use crate::tier1::{JumpEntry, LinkSlot, TbInfo, Tier1Enter, Tier1Fn, TranslateError, Translator};
@@ -94,14 +95,29 @@ impl CodeMap {
     }
 }
 
+/// A decoded block. The fields running it needs come first, in the first two host cache
+/// lines of its allocation (with the reference counts), which `prefetch_links` fetches ahead.
+#[repr(C)]
 struct Block {
-    insns: Vec<Instruction>,
+    /// RIP of its first instruction, and of the one after its last (the fall-through).
+    rip: u64,
+    end: u64,
     pages: [u64; 2],
     gens: [u32; 2],
+    /// Code size it was decoded for, in bits.
+    bits: u32,
     /// Times tier 0 ran this block (counts up to the tier-1 threshold).
     hits: Cell<u32>,
     /// Its tier-1 translation and the CPL it was made for.
     tier1: Cell<Option<(Tier1Fn, u8)>>,
+    /// Tier 0's links to the blocks that ran after it last, at `end` (0) and elsewhere (1):
+    /// both in its physical page, which it is alone in (see `linked`).
+    next: [Cell<Option<Weak<Block>>>; 2],
+    /// Where the linked blocks keep their pre-decoded instructions (for `prefetch_links`).
+    next_fast: [Cell<*const Fast>; 2],
+    /// The pre-decoded forms of `insns`, one for each.
+    fast: Box<[Fast]>,
+    insns: Vec<Instruction>,
 }
 
 #[derive(Default)]
@@ -375,7 +391,10 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
     let mut intr = ctx.bus.interrupt_pending();
     // The link slot the last translation left through, to be pointed at the next one.
     let (mut link, mut link_epoch): (*mut LinkSlot, u64) = (std::ptr::null_mut(), 0);
+    // The block tier 0 last ran to its end, with the TLB's flush count then.
+    let mut ran: Option<(Rc<Block>, u64)> = None;
     loop {
+        let mut prev = ran.take();
         if ctx.io_touched {
             return ExitReason::Io;
         }
@@ -394,6 +413,7 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
             intr = ctx.bus.interrupt_pending();
             stats.interrupts += 1;
             ctx.s.halted = false;
+            prev = None;
             if let Err(r) = raise(ctx, stats, v, None, IntSource::External) {
                 return r;
             }
@@ -404,14 +424,22 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
         if !caches.pending.blocks.is_empty() {
             install_background(ctx, caches, stats);
         }
-        let block = match get_block(ctx, caches, stats) {
-            Ok(b) => b,
-            Err(e) => {
-                if let Err(r) = raise(ctx, stats, e.vector, e.error_code, IntSource::Exception) {
-                    return r;
+        let block = match prev.as_ref().and_then(|(p, flushes)| linked(ctx, p, *flushes)) {
+            Some(b) => b,
+            None => match get_block(ctx, caches, stats) {
+                Ok(b) => {
+                    if let Some((p, flushes)) = &prev {
+                        link_blocks(ctx, p, *flushes, &b);
+                    }
+                    b
                 }
-                continue;
-            }
+                Err(e) => {
+                    if let Err(r) = raise(ctx, stats, e.vector, e.error_code, IntSource::Exception) {
+                        return r;
+                    }
+                    continue;
+                }
+            },
         };
         ctx.end_block = false;
         ctx.smc = false;
@@ -456,8 +484,12 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
             continue;
         }
         link = std::ptr::null_mut();
-        if let Err(r) = interpret_block(ctx, stats, &block) {
-            return r;
+        prefetch_links(&block);
+        let flushes = ctx.s.tlb.flushes;
+        match interpret_block(ctx, stats, &block) {
+            Ok(true) => ran = Some((block, flushes)),
+            Ok(false) => {}
+            Err(r) => return r,
         }
         if let Some(log) = ctx.wlog.as_deref_mut() {
             log.clear();
@@ -465,27 +497,87 @@ fn run_loop(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, until: u64) -
     }
 }
 
-/// Run `block` in tier 0, delivering the exception that ends it, if any.
-fn interpret_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block) -> Result<(), ExitReason> {
-    for i in block.insns.iter() {
+/// Run `block` in tier 0, delivering the exception that ends it, if any. Returns whether its
+/// last instruction retired and nothing ended it early (mode change, I/O, store into code, an
+/// interrupt shadow over, an event).
+fn interpret_block(ctx: &mut Ctx, stats: &mut Stats, block: &Block) -> Result<bool, ExitReason> {
+    for (i, f) in block.insns.iter().zip(&block.fast) {
         if let Some(t) = ctx.tracer.as_deref_mut() {
             t.insn(ctx.s.icount, ctx.bits, i);
         }
-        match step(ctx, i) {
+        match step(ctx, i, f) {
             Step::Next => {}
             Step::End => {
                 if ctx.smc {
                     stats.smc_invalidations += 1;
                 }
-                break;
+                return Ok(false);
             }
             Step::Raise(v, c, src) => {
                 raise(ctx, stats, v, c, src)?;
-                break;
+                return Ok(false);
             }
         }
     }
-    Ok(())
+    Ok(true)
+}
+
+/// The slot of `prev.next` for a successor at RIP `rip`.
+fn link_index(prev: &Block, rip: u64) -> usize {
+    (rip != prev.end) as usize
+}
+
+/// The block at RIP that `prev` (run to its end while the TLB's flush count was `flushes`)
+/// links to, if that is the one `get_block` would give: a link joins two blocks of one
+/// physical page, so with the TLB unflushed and RIP in `prev`'s linear page the physical
+/// address is the same, and the code size and code generation are checked. Saves
+/// `get_block`'s TLB, jump-cache and code-map lookups (host cache misses, in code that runs
+/// rarely).
+#[inline]
+fn linked(ctx: &Ctx, prev: &Block, flushes: u64) -> Option<Rc<Block>> {
+    let rip = ctx.s.rip;
+    if ctx.s.tlb.flushes != flushes || (rip ^ prev.rip) & !0xFFF != 0 {
+        return None;
+    }
+    let slot = &prev.next[link_index(prev, rip)];
+    let w = slot.take();
+    let b = w.as_ref().and_then(Weak::upgrade);
+    slot.set(w);
+    b.filter(|b| b.rip == rip && b.bits == ctx.bits && b.valid(ctx.code))
+}
+
+/// Ask the host CPU to bring the blocks `b` links to into its caches while `b` runs: tier 0
+/// mostly runs code that ran long ago, whose blocks (allocation and pre-decoded instructions)
+/// were evicted meanwhile. Only a hint: a block freed since costs nothing.
+#[inline]
+fn prefetch_links(b: &Block) {
+    #[cfg(target_arch = "x86_64")]
+    for (slot, fast) in b.next.iter().zip(&b.next_fast) {
+        let w = slot.take();
+        if let Some(p) = w.as_ref().map(Weak::as_ptr) {
+            let (p, f) = (p as *const i8, fast.get() as *const i8);
+            // SAFETY: PREFETCHT0 only hints at an address: it never faults, whatever is there.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_sub(16));
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(48));
+                _mm_prefetch::<_MM_HINT_T0>(f);
+                _mm_prefetch::<_MM_HINT_T0>(f.wrapping_add(64));
+            }
+        }
+        slot.set(w);
+    }
+}
+
+/// Link `prev` (as in `linked`) to `next`, the block `get_block` gave after it, when both lie
+/// in one physical page and `prev`'s linear page.
+fn link_blocks(ctx: &Ctx, prev: &Block, flushes: u64, next: &Rc<Block>) {
+    let one_page = |b: &Block| b.pages[0] == b.pages[1];
+    if ctx.s.tlb.flushes == flushes && (next.rip ^ prev.rip) & !0xFFF == 0 && one_page(prev) && one_page(next) && next.pages[0] == prev.pages[0] {
+        let k = link_index(prev, next.rip);
+        prev.next[k].set(Some(Rc::downgrade(next)));
+        prev.next_fast[k].set(next.fast.as_ptr());
+    }
 }
 
 /// Copy the architectural part of `from` (everything before the TLB) into `to`.
@@ -590,16 +682,26 @@ pub(crate) enum Step {
 }
 
 /// Execute one instruction with tier-0 semantics: RIP past it, `icount` advanced when it
-/// retires, RIP back on it for a fault.
-pub(crate) fn step(ctx: &mut Ctx, i: &Instruction) -> Step {
-    let ipmask = match ctx.bits {
-        64 => u64::MAX,
-        32 => 0xFFFF_FFFF,
-        _ => 0xFFFF,
-    };
-    ctx.s.rip = i.next_ip() & ipmask;
+/// retires, RIP back on it for a fault. `f` is its pre-decoded form (or [`Fast::GENERIC`]); a
+/// pre-decoded instruction must be the one at RIP.
+pub(crate) fn step(ctx: &mut Ctx, i: &Instruction, f: &Fast) -> Step {
     let inhibited = ctx.s.irq_inhibit;
-    match ctx.exec(i) {
+    let (ip, r) = if f.op != Op::Generic {
+        // Pre-decoded forms are 64-bit code: no RIP wrap-around.
+        debug_assert_eq!(ctx.s.rip, i.ip());
+        let ip = ctx.s.rip;
+        ctx.s.rip = ip.wrapping_add(f.len());
+        (ip, ctx.exec_fast(f))
+    } else {
+        let ipmask = match ctx.bits {
+            64 => u64::MAX,
+            32 => 0xFFFF_FFFF,
+            _ => 0xFFFF,
+        };
+        ctx.s.rip = i.next_ip() & ipmask;
+        (i.ip() & ipmask, ctx.exec(i))
+    };
+    match r {
         Ok(()) => ctx.s.icount += 1,
         Err(e) if e.error_code == Some(SOFT_INT_FLAG) => {
             // INT n / INT3 / INTO: a trap, the saved RIP is the next instruction.
@@ -607,7 +709,7 @@ pub(crate) fn step(ctx: &mut Ctx, i: &Instruction) -> Step {
             return Step::Raise(e.vector, None, IntSource::Software);
         }
         Err(e) => {
-            ctx.s.rip = i.ip() & ipmask;
+            ctx.s.rip = ip;
             return Step::Raise(e.vector, e.error_code, IntSource::Exception);
         }
     }
@@ -869,7 +971,9 @@ fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc
     if caches.blocks.len() >= MAX_BLOCKS {
         caches.drop_blocks(stats);
     }
-    let b = Rc::new(Block { insns, pages: [p1, page2], gens: [g1, g2], hits: Cell::new(0), tier1: Cell::new(None) });
+    let fast = insns.iter().map(|i| Fast::decode(i, bits)).collect();
+    let end = insns.last().map_or(rip, |i| i.next_ip());
+    let b = Rc::new(Block { rip, end, bits, next: Default::default(), next_fast: Default::default(), insns, fast, pages: [p1, page2], gens: [g1, g2], hits: Cell::new(0), tier1: Cell::new(None) });
     caches.blocks.insert(key, b.clone());
     caches.jmp.keys[ji] = key;
     caches.jmp.blocks[ji] = Some(b.clone());
@@ -963,5 +1067,56 @@ impl Cpu {
             }
         }
         data.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{TestCpu, CODE};
+
+    /// `call CODE+0x100; add r8,rax; mov [CODE+0x101],cl; dec ecx; jnz` three times, the
+    /// callee `mov eax,imm32; ret` with the immediate patched by each pass.
+    fn patching_loop() -> Vec<u8> {
+        let mut code = vec![0x45, 0x31, 0xC0, 0xB9, 3, 0, 0, 0];
+        let top = CODE + code.len() as u64;
+        let rel = (CODE + 0x100) as i64 - (top + 5) as i64;
+        code.push(0xE8);
+        code.extend_from_slice(&(rel as i32).to_le_bytes());
+        code.extend_from_slice(&[0x49, 0x01, 0xC0]); // add r8, rax
+        code.extend_from_slice(&[0x88, 0x0C, 0x25]); // mov [abs32], cl
+        code.extend_from_slice(&((CODE + 0x101) as u32).to_le_bytes());
+        code.extend_from_slice(&[0xFF, 0xC9]); // dec ecx
+        let back = top as i64 - (CODE + code.len() as u64 + 2) as i64;
+        code.extend_from_slice(&[0x75, back as u8, 0xF4]); // jnz top; hlt
+        code.resize(0x100, 0xCC);
+        code.extend_from_slice(&[0xB8, 0, 0, 0, 0, 0xC3]); // mov eax, 0; ret
+        code
+    }
+
+    /// Tier 0 links blocks of one page and follows the links (here call → callee → return
+    /// site); stores into the page still take effect at the next run of the code they change.
+    #[test]
+    fn tier0_links_blocks_and_self_modifying_code_still_counts() {
+        let mut t = TestCpu::new();
+        let code = patching_loop();
+        assert_eq!(t.run(&code, 1000), ExitReason::Halted);
+        assert_eq!(t.exception(), None);
+        assert_eq!(t.cpu.s.regs[8], 3 + 2, "each pass saw the previous pass's patch");
+
+        // Without the patching store the blocks stay valid: after the first pass, the call
+        // site's block links to the callee's, and the callee's to the return site.
+        let mut code = code;
+        code[16..23].copy_from_slice(&[0x0F, 0x1F, 0x80, 0, 0, 0, 0]); // 7-byte NOP
+        assert_eq!(t.run(&code, 1000), ExitReason::Halted);
+        let block_at = |t: &TestCpu, rip: u64| t.cpu.blocks.get(&(rip, rip, 64)).cloned().expect("decoded");
+        let linked_rip = |b: &Block| {
+            let w = b.next[1].take();
+            let r = w.as_ref().and_then(Weak::upgrade).map(|n| n.rip);
+            b.next[1].set(w);
+            r
+        };
+        assert_eq!(linked_rip(&block_at(&t, CODE + 8)), Some(CODE + 0x100), "call site → callee");
+        assert_eq!(linked_rip(&block_at(&t, CODE + 0x100)), Some(CODE + 13), "callee → return site");
     }
 }

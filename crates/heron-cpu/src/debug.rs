@@ -206,7 +206,7 @@ pub(crate) fn debug_block(ctx: &mut Ctx, stats: &mut Stats, insns: &[iced_x86::I
         if let Some(t) = ctx.tracer.as_deref_mut() {
             t.insn(ctx.s.icount, ctx.bits, i);
         }
-        let r = step(ctx, i);
+        let r = step(ctx, i, &crate::fast::Fast::GENERIC);
         if let Step::Raise(v, c, src) = r {
             raise(ctx, stats, v, c, src)?;
             return stop_if_stepping(ctx);

@@ -11,6 +11,7 @@ pub mod block;
 pub mod cpuid;
 pub mod debug;
 mod exec;
+mod fast;
 pub mod flags;
 pub mod mmu;
 mod sse;

@@ -273,7 +273,7 @@ pub unsafe extern "C" fn helper_exec(env: *mut JitEnv, insn: u64, _: u64, _: u64
     let (env, i) = unsafe { (&mut *env, &*(insn as *const Instruction)) };
     // SAFETY: called from a translation the run loop entered with this env.
     let ctx = unsafe { env.ctx() };
-    env.result = match crate::block::step(ctx, i) {
+    env.result = match crate::block::step(ctx, i, &crate::fast::Fast::GENERIC) {
         crate::block::Step::Next => 0,
         crate::block::Step::End => 1,
         crate::block::Step::Raise(v, c, src) => {

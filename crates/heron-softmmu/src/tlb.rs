@@ -57,6 +57,10 @@ pub struct Tlb {
     pub fills: u64,
     /// Misses since creation (for statistics).
     pub misses: u64,
+    /// Flushes of fetch entries so far (full, non-global, single page): translations of
+    /// linear addresses kept outside the TLB (tier 0's links between blocks) hold only while
+    /// this is unchanged.
+    pub flushes: u64,
     /// Slots filled with a non-global entry since the last flush of non-global entries, so a
     /// CR3 reload touches only those (the kernel's global entries can be thousands).
     local: SlotList<LOCAL_MAX>,
@@ -159,6 +163,7 @@ impl Tlb {
 
     /// Flush everything (CR0/CR4 paging changes, EFER writes).
     pub fn flush_all(&mut self) {
+        self.flushes += 1;
         if self.for_listed(|_, e| *e = TlbEntry::EMPTY) {
             self.local.n = 0;
             self.global.n = 0;
@@ -169,6 +174,7 @@ impl Tlb {
 
     /// Flush non-global entries (MOV to CR3, Intel SDM Vol. 3A §4.10.4.1).
     pub fn flush_nonglobal(&mut self) {
+        self.flushes += 1;
         let Tlb { tables, local, .. } = self;
         // A listed slot filled with a global entry since keeps it.
         let drop = |e: &mut TlbEntry| {
@@ -185,6 +191,7 @@ impl Tlb {
 
     /// Flush the entries for one linear page, global or not (INVLPG).
     pub fn flush_page(&mut self, la: u64) {
+        self.flushes += 1;
         let i = Self::index(la);
         for t in self.tables.iter_mut().flatten() {
             if t[i].tag == la & !0xFFF {
