@@ -282,6 +282,7 @@ impl Ctx<'_> {
 
     /// Execute pre-decoded `f` (not [`Op::Generic`]). RIP already points past it; on an
     /// exception the caller puts it back.
+    #[inline(always)]
     pub(crate) fn exec_fast(&mut self, f: &Fast) -> Res<()> {
         let size = f.size as u32;
         match f.op {
