@@ -142,13 +142,15 @@ type BlockMap = HashMap<(u64, u64, u32), Rc<Block>, BuildHasherDefault<FxHasher>
 
 /// Entries of the jump cache.
 const JMP_CACHE_SIZE: usize = crate::tier1::JUMP_CACHE_SIZE;
+/// The key of an empty [`JmpCache`] entry (no block has this RIP and physical address).
+const NO_KEY: (u64, u64, u32) = (u64::MAX, 0, 0);
 
 /// A direct-mapped cache in front of the block map, indexed by RIP (QEMU's tb_jmp_cache):
 /// most block lookups hit here without hashing. Beside it, the translations the run loop
 /// entered, by RIP, where translated code looks up successors ([`JumpEntry`]).
 pub(crate) struct JmpCache {
-    keys: Vec<(u64, u64, u32)>,
-    blocks: Vec<Option<Rc<Block>>>,
+    /// Block keys and blocks side by side (one host cache line per lookup).
+    blocks: Vec<((u64, u64, u32), Option<Rc<Block>>)>,
     tier1: Vec<JumpEntry>,
     /// The [`CodeMap`] epoch the `tier1` entries belong to (older entries are never used).
     tier1_epoch: u64,
@@ -159,15 +161,14 @@ pub(crate) struct JmpCache {
 impl JmpCache {
     fn new() -> Self {
         let empty = vec![JumpEntry::EMPTY; JMP_CACHE_SIZE];
-        JmpCache { keys: vec![(u64::MAX, 0, 0); JMP_CACHE_SIZE], blocks: vec![None; JMP_CACHE_SIZE], tier1: empty.clone(), tier1_epoch: 0, empty }
+        JmpCache { blocks: vec![(NO_KEY, None); JMP_CACHE_SIZE], tier1: empty.clone(), tier1_epoch: 0, empty }
     }
     #[inline]
     fn index(rip: u64) -> usize {
         crate::tier1::jump_cache_index(rip)
     }
     fn clear(&mut self) {
-        self.keys.fill((u64::MAX, 0, 0));
-        self.blocks.fill(None);
+        self.blocks.fill((NO_KEY, None));
         self.tier1.fill(JumpEntry::EMPTY);
     }
 
@@ -908,8 +909,8 @@ fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc
     };
     let key = (rip, pa, bits);
     let ji = JmpCache::index(rip);
-    if caches.jmp.keys[ji] == key {
-        if let Some(b) = &caches.jmp.blocks[ji] {
+    if caches.jmp.blocks[ji].0 == key {
+        if let Some(b) = &caches.jmp.blocks[ji].1 {
             if b.valid(ctx.code) {
                 return Ok(b.clone());
             }
@@ -917,8 +918,7 @@ fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc
     }
     if let Some(b) = caches.blocks.get(&key) {
         if b.valid(ctx.code) {
-            caches.jmp.keys[ji] = key;
-            caches.jmp.blocks[ji] = Some(b.clone());
+            caches.jmp.blocks[ji] = (key, Some(b.clone()));
             return Ok(b.clone());
         }
     }
@@ -975,8 +975,7 @@ fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc
     let end = insns.last().map_or(rip, |i| i.next_ip());
     let b = Rc::new(Block { rip, end, bits, next: Default::default(), next_fast: Default::default(), insns, fast, pages: [p1, page2], gens: [g1, g2], hits: Cell::new(0), tier1: Cell::new(None) });
     caches.blocks.insert(key, b.clone());
-    caches.jmp.keys[ji] = key;
-    caches.jmp.blocks[ji] = Some(b.clone());
+    caches.jmp.blocks[ji] = (key, Some(b.clone()));
     Ok(b)
 }
 
