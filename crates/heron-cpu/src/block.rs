@@ -657,7 +657,7 @@ fn run_tier1(ctx: &mut Ctx, stats: &mut Stats, enter: Tier1Enter, f: Tier1Fn, un
     // rule), and stays valid until the next flush, which cannot happen during the call. It
     // gets the live state and an env over this context, which nothing else touches meanwhile.
     unsafe { enter(&mut env, state, f.0.as_ptr()) };
-    stats.tier1_runs += env.runs;
+    stats.tier1_runs += 1 + env.chained;
     stats.tier1_chained += env.chained;
     stats.tier1_insns += ctx.s.icount - start;
     stats.tier1_lookups += env.lookups;

@@ -40,8 +40,7 @@ impl Tier1Fn {
 
 /// The translator's trampoline: runs translation `f`, then the translations each returns,
 /// while the next is non-zero and `icount` is below [`JitEnv::until`] and no exit request is
-/// set, clearing [`JitEnv::last_slot`] before each and counting [`JitEnv::runs`] and
-/// [`JitEnv::chained`]. Returns 0.
+/// set, clearing [`JitEnv::last_slot`] before each and counting [`JitEnv::chained`]. Returns 0.
 pub type Tier1Enter = unsafe extern "C" fn(env: *mut JitEnv, state: *mut CpuState, f: *const u8) -> u64;
 
 /// One direct-chaining link (QEMU's goto_tb slot): a translation's exit to a constant guest
@@ -136,9 +135,8 @@ pub struct JitEnv {
     pub jump_table: *const JumpEntry,
     /// Successors found by that lookup.
     pub lookups: u64,
-    /// Translations run by the trampoline.
-    pub runs: u64,
-    /// Of those, translations entered straight from the previous one.
+    /// Translations the trampoline entered straight from the previous one (it runs one more:
+    /// the first).
     pub chained: u64,
 }
 
@@ -149,8 +147,6 @@ impl JitEnv {
     pub const RESULT_OFFSET: i32 = std::mem::offset_of!(JitEnv, result) as i32;
     /// Byte offset of [`JitEnv::until`].
     pub const UNTIL_OFFSET: i32 = std::mem::offset_of!(JitEnv, until) as i32;
-    /// Byte offset of [`JitEnv::runs`].
-    pub const RUNS_OFFSET: i32 = std::mem::offset_of!(JitEnv, runs) as i32;
     /// Byte offset of [`JitEnv::chained`].
     pub const CHAINED_OFFSET: i32 = std::mem::offset_of!(JitEnv, chained) as i32;
     /// Byte offset of [`JitEnv::lookups`].
@@ -161,7 +157,7 @@ impl JitEnv {
     pub const LAST_SLOT_OFFSET: i32 = std::mem::offset_of!(JitEnv, last_slot) as i32;
 
     pub(crate) fn new(ctx: &mut Ctx) -> Self {
-        JitEnv { status: STATUS_OK, result: 0, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None, jump_table: std::ptr::null(), lookups: 0, runs: 0, chained: 0 }
+        JitEnv { status: STATUS_OK, result: 0, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None, jump_table: std::ptr::null(), lookups: 0, chained: 0 }
     }
 
     /// The exception a translation left pending (vector, error code, source).

@@ -372,7 +372,6 @@ impl Compiler {
             b.ins().store(T, z, env, JitEnv::LAST_SLOT_OFFSET);
             let call = b.ins().call_indirect(tsig, f, &[env, state]);
             let next = b.inst_results(call)[0];
-            count(&mut b, JitEnv::RUNS_OFFSET);
             b.ins().brif(next, check, &[BlockArg::Value(next)], done, &[]);
             b.switch_to_block(check);
             let next = b.block_params(check)[0];
