@@ -138,12 +138,37 @@ impl CpuState {
 
     /// Evaluate condition code `cc` (0–15, the low nibble of Jcc/SETcc/CMOVcc opcodes).
     pub fn cond(&self, cc: u8) -> bool {
-        // Fast paths for the common compare + branch pairs.
-        if self.cc_op == CcOp::Sub as u32 && (cc & 0xE) == 4 {
-            return (self.cc_dst == 0) ^ (cc & 1 != 0);
-        }
-        if self.cc_op == CcOp::Logic as u32 && (cc & 0xE) == 4 {
-            return (self.cc_dst == 0) ^ (cc & 1 != 0);
+        // After CMP/SUB and TEST/AND/OR/XOR (most conditions tier 0 evaluates), straight from
+        // the operands, without the other flags (PF goes the long way).
+        let op = self.cc_op;
+        if (op == CcOp::Sub as u32 || op == CcOp::Logic as u32) && cc >> 1 != 5 {
+            let size = self.cc_size;
+            let (m, sb) = (mask(size), sign_bit(size));
+            let dst = self.cc_dst & m;
+            let r = if op == CcOp::Logic as u32 {
+                // CF = OF = 0.
+                match cc >> 1 {
+                    0 | 1 => false,
+                    2 | 3 => dst == 0,
+                    4 | 6 => dst & sb != 0,
+                    _ => dst == 0 || dst & sb != 0,
+                }
+            } else {
+                // dst = a - b.
+                let b = self.cc_src & m;
+                let a = dst.wrapping_add(b) & m;
+                let (sa, sb_) = (sext(a, size) as i64, sext(b, size) as i64);
+                match cc >> 1 {
+                    0 => (a ^ b) & (a ^ dst) & sb != 0,
+                    1 => a < b,
+                    2 => dst == 0,
+                    3 => a <= b,
+                    4 => dst & sb != 0,
+                    6 => sa < sb_,
+                    _ => sa <= sb_,
+                }
+            };
+            return r ^ (cc & 1 != 0);
         }
         let f = self.status_flags();
         let r = match cc >> 1 {
