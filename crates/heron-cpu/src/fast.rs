@@ -81,6 +81,8 @@ pub(crate) struct Fast {
     imm: u64,
 }
 
+const _: () = assert!(std::mem::size_of::<Fast>() == 32);
+
 impl Fast {
     /// Run through `Ctx::exec`.
     pub(crate) const GENERIC: Fast = Fast { op: Op::Generic, len: 0, size: 0, ssize: 0, dst: Opnd::None, src: Opnd::None, seg: 0, base: NO_REG, index: NO_REG, scale: 0, addr32: false, disp: 0, imm: 0 };

@@ -76,7 +76,8 @@ fn slot_entry(tables: &mut [[[TlbEntry; TLB_SIZE]; 3]; 2], s: u32) -> &mut TlbEn
 
 /// Table slots as `table << 16 | index` (`table` = `user * 3 + kind`). A slot is listed when
 /// it is filled with an entry of the list's kind (global or not) while it does not already hold
-/// one, so each appears once, except one emptied by INVLPG or for code and filled again.
+/// one, so each appears once unless it was emptied meanwhile (INVLPG, a page turning into code,
+/// a CR3 reload of the non-global entry that replaced a global one) and filled again.
 #[repr(C)]
 struct SlotList<const N: usize> {
     slots: [u32; N],
