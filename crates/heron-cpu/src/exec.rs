@@ -737,7 +737,9 @@ impl Ctx<'_> {
         }
     }
 
-    fn check_branch(&self, t: u64, size: u32) -> Res<()> {
+    /// #GP(0) unless `t` (truncated to `size` bytes) is a near-branch target this mode allows:
+    /// canonical in 64-bit mode, within the CS limit otherwise.
+    pub(crate) fn check_branch(&self, t: u64, size: u32) -> Res<()> {
         let t = t & mask(size);
         if self.bits == 64 {
             if !crate::mmu::canonical(t) {

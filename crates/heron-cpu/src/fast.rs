@@ -13,7 +13,7 @@ use crate::exec::{gpr, sreg_index, Ctx};
 use crate::flags::{mask, sext};
 use crate::mmu::canonical;
 use crate::state::CcOp;
-use crate::{Exception, Res};
+use crate::Res;
 
 /// What a [`Fast`] instruction does.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -350,9 +350,7 @@ impl Ctx<'_> {
             }
             Op::Ret => {
                 let t = self.peek(0, 8)?;
-                if !canonical(t) {
-                    return Err(Exception::gp(0));
-                }
+                self.check_branch(t, 8)?;
                 self.adjust_sp(8);
                 self.s.rip = t;
             }
