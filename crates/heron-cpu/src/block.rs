@@ -103,7 +103,8 @@ struct Block {
     rip: u64,
     end: u64,
     pages: [u64; 2],
-    gens: [u32; 2],
+    /// The code generations of `pages` it is valid for (see `revalidate`).
+    gens: [Cell<u32>; 2],
     /// Code size it was decoded for, in bits.
     bits: u32,
     /// Times tier 0 ran this block (counts up to the tier-1 threshold).
@@ -118,6 +119,14 @@ struct Block {
     /// The pre-decoded forms of `insns`, one for each.
     fast: Box<[Fast]>,
     insns: Vec<Instruction>,
+    /// Guest-physical address of its first byte, and its bytes (none for a block that
+    /// crosses a page: it is never revalidated).
+    pa: u64,
+    bytes: Box<[u8]>,
+    /// The other blocks its translation was made from, and whether the translation must be
+    /// unlinked before it runs again (see `revalidate`).
+    region: Cell<Box<[Weak<Block>]>>,
+    unlink: Cell<bool>,
 }
 
 #[derive(Default)]
@@ -245,14 +254,24 @@ pub struct Cpu {
     pub(crate) debugger: crate::debug::Debugger,
 }
 
-/// Background translations by request id: the entry block, the CPL it is made for, and the
-/// region's other blocks, whose own requests wait meanwhile (hits at [`HITS_WAITING`]: the
-/// synchronous translator would have left tier 0 for them at once).
+/// Background translations by request id.
 #[derive(Default)]
 struct Pending {
     enabled: bool,
     next_id: u64,
-    blocks: HashMap<u64, (Rc<Block>, u8, Vec<Rc<Block>>)>,
+    blocks: HashMap<u64, PendingRegion>,
+}
+
+/// A region being translated in the background.
+struct PendingRegion {
+    entry: Rc<Block>,
+    /// The CPL it is made for.
+    cpl: u8,
+    /// The region's other blocks.
+    region: Box<[Weak<Block>]>,
+    /// Those of them whose own requests wait meanwhile (hits at [`HITS_WAITING`]: the
+    /// synchronous translator would have left tier 0 for them at once).
+    waiting: Vec<Rc<Block>>,
 }
 
 /// [`Block::hits`] of a block inside a region whose translation is pending.
@@ -728,6 +747,9 @@ pub(crate) fn step(ctx: &mut Ctx, i: &Instruction, f: &Fast) -> Step {
 fn enter_tier1(ctx: &mut Ctx, caches: &mut Caches, t: &mut dyn Translator, stats: &mut Stats, block: &Rc<Block>) -> Option<Tier1Fn> {
     let cpl = ctx.s.cpl();
     if let Some((f, c)) = block.tier1.get() {
+        if block.unlink.take() {
+            t.unlink(f);
+        }
         return (c == cpl).then_some(f);
     }
     let hits = block.hits.get().saturating_add(1);
@@ -744,7 +766,8 @@ fn enter_tier1(ctx: &mut Ctx, caches: &mut Caches, t: &mut dyn Translator, stats
             caches.pending.next_id += 1;
             let waiting: Vec<Rc<Block>> = region[1..].iter().filter(|b| b.hits.get() < caches.tier1_threshold).cloned().collect();
             waiting.iter().for_each(|b| b.hits.set(HITS_WAITING));
-            caches.pending.blocks.insert(id, (block.clone(), cpl, waiting));
+            let region = region[1..].iter().map(Rc::downgrade).collect();
+            caches.pending.blocks.insert(id, PendingRegion { entry: block.clone(), cpl, region, waiting });
             return None;
         }
     }
@@ -761,6 +784,7 @@ fn enter_tier1(ctx: &mut Ctx, caches: &mut Caches, t: &mut dyn Translator, stats
     match r {
         Ok(f) => {
             block.tier1.set(Some((f, cpl)));
+            block.region.set(region[1..].iter().map(Rc::downgrade).collect());
             Some(f)
         }
         Err(_) => None,
@@ -772,11 +796,15 @@ fn enter_tier1(ctx: &mut Ctx, caches: &mut Caches, t: &mut dyn Translator, stats
 fn install_background(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) {
     let Some(t) = caches.tier1.take() else { return };
     while let Some((id, r)) = t.poll() {
-        let Some((block, cpl, waiting)) = caches.pending.blocks.remove(&id) else { continue };
+        let Some(PendingRegion { entry, cpl, region, waiting }) = caches.pending.blocks.remove(&id) else { continue };
         // Blocks of the region count their own runs again (entered from elsewhere).
         waiting.iter().filter(|b| b.hits.get() == HITS_WAITING).for_each(|b| b.hits.set(0));
         match r {
-            Ok(f) if block.valid(ctx.code) => block.tier1.set(Some((f, cpl))),
+            // Made from the code there now (its page may have been stored into meanwhile).
+            Ok(f) if (entry.valid(ctx.code) || revalidate(ctx, &entry)) && region_unchanged(ctx, &region) => {
+                entry.tier1.set(Some((f, cpl)));
+                entry.region.set(region);
+            }
             Err(TranslateError::CacheFull) => {
                 // As in `enter_tier1`: drop every block (and the other requests), then flush.
                 caches.drop_blocks(stats);
@@ -811,7 +839,10 @@ fn form_region(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, entry: &Rc
         }
         ctx.s.rip = t;
         if let Ok(b) = get_block(ctx, caches, stats) {
-            if b.pages[0] == b.pages[1] && b.pages[0] == entry.pages[0] {
+            // A block that is already the entry of a translation (made or pending) is left
+            // through a link instead of compiled twice.
+            let entry_elsewhere = b.tier1.get().is_some() || (b.hits.get() >= caches.tier1_threshold && b.hits.get() != HITS_WAITING);
+            if b.pages[0] == b.pages[1] && b.pages[0] == entry.pages[0] && !entry_elsewhere {
                 queue.extend(successors(&b));
                 region.push(b);
             }
@@ -887,11 +918,49 @@ pub(crate) fn raise(ctx: &mut Ctx, stats: &mut Stats, v: u8, code: Option<u32>, 
 }
 
 impl Block {
+    /// Its bytes are still in guest RAM, unchanged.
+    fn same_bytes(&self, ram: &GuestRam) -> bool {
+        !self.bytes.is_empty() && ram.as_slice().get(self.pa as usize..self.pa as usize + self.bytes.len()) == Some(&self.bytes[..])
+    }
+
     /// Still valid: every page it was decoded from holds code of the same generation.
     #[inline]
     fn valid(&self, code: &CodeMap) -> bool {
-        self.gens[0] == code.gen(self.pages[0]) && self.gens[1] == code.gen(self.pages[1]) && code.is_code_page(self.pages[0]) && code.is_code_page(self.pages[1])
+        self.gens[0].get() == code.gen(self.pages[0]) && self.gens[1].get() == code.gen(self.pages[1]) && code.is_code_page(self.pages[0]) && code.is_code_page(self.pages[1])
     }
+}
+
+/// Make `b`, invalidated by a store into its page, valid again if its bytes are unchanged (a
+/// store changes a few bytes of a page: Linux patches single instructions throughout its text
+/// while it boots, each store invalidating a whole page), keeping its run count and, when the
+/// rest of its region is unchanged too, its translation (to be unlinked before it runs again:
+/// the translations it linked to may have changed).
+fn revalidate(ctx: &mut Ctx, b: &Block) -> bool {
+    if !b.same_bytes(ctx.ram) {
+        return false;
+    }
+    let page = b.pages[0];
+    if !ctx.code.is_code_page(page) {
+        ctx.s.tlb.flush_writes_to(page);
+    }
+    let g = ctx.code.mark(page);
+    b.gens.iter().for_each(|c| c.set(g));
+    if b.tier1.get().is_some() {
+        let region = b.region.take();
+        if region_unchanged(ctx, &region) {
+            b.unlink.set(true);
+            b.region.set(region);
+        } else {
+            b.tier1.set(None);
+            b.hits.set(0);
+        }
+    }
+    true
+}
+
+/// Every block of `region` still has its bytes.
+fn region_unchanged(ctx: &Ctx, region: &[Weak<Block>]) -> bool {
+    region.iter().all(|r| r.upgrade().is_some_and(|r| r.same_bytes(ctx.ram)))
 }
 
 fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc<Block>, Exception> {
@@ -917,7 +986,7 @@ fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc
         }
     }
     if let Some(b) = caches.blocks.get(&key) {
-        if b.valid(ctx.code) {
+        if b.valid(ctx.code) || revalidate(ctx, b) {
             caches.jmp.blocks[ji] = (key, Some(b.clone()));
             return Ok(b.clone());
         }
@@ -968,12 +1037,29 @@ fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc
     }
     let g1 = ctx.code.mark(p1);
     let g2 = ctx.code.mark(page2);
+    let end = insns.last().map_or(rip, |i| i.next_ip());
+    let bytes = fetch.get(..end.wrapping_sub(rip) as usize).filter(|_| page2 == p1).map_or_else(Box::default, Into::into);
     if caches.blocks.len() >= MAX_BLOCKS {
         caches.drop_blocks(stats);
     }
     let fast = insns.iter().map(|i| Fast::decode(i, bits)).collect();
-    let end = insns.last().map_or(rip, |i| i.next_ip());
-    let b = Rc::new(Block { rip, end, bits, next: Default::default(), next_fast: Default::default(), insns, fast, pages: [p1, page2], gens: [g1, g2], hits: Cell::new(0), tier1: Cell::new(None) });
+    let b = Rc::new(Block {
+        rip,
+        end,
+        bits,
+        next: Default::default(),
+        next_fast: Default::default(),
+        insns,
+        fast,
+        pages: [p1, page2],
+        gens: [Cell::new(g1), Cell::new(g2)],
+        hits: Cell::new(0),
+        tier1: Cell::new(None),
+        pa,
+        bytes,
+        region: Cell::default(),
+        unlink: Cell::new(false),
+    });
     caches.blocks.insert(key, b.clone());
     caches.jmp.blocks[ji] = (key, Some(b.clone()));
     Ok(b)

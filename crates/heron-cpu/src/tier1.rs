@@ -246,6 +246,9 @@ pub trait Translator {
     }
     /// Drop every translation (the caller holds none any more).
     fn flush(&mut self);
+    /// Unlink translation `f`'s exits (its direct-chaining slots go back to the lookup): it is
+    /// kept after a store into its page, which may have changed the translations it linked to.
+    fn unlink(&mut self, f: Tier1Fn);
     /// Counters for `--stats`.
     fn stats(&self) -> TranslatorStats;
 }

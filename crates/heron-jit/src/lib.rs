@@ -12,6 +12,7 @@
 pub mod arena;
 mod lift;
 
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -82,6 +83,8 @@ pub struct Jit {
     /// `helper_exec`, so they live until the next flush.
     insns: Vec<Box<[Instruction]>>,
     links: LinkTable,
+    /// Each translation's link slots (indices in `links`), by its address.
+    slots_of: HashMap<u64, std::ops::Range<usize>>,
     /// `/tmp/perf-PID.map` when `HERON_PERF_MAP` is set, so `perf report` names translations.
     perf_map: Option<std::io::BufWriter<std::fs::File>>,
     /// `HERON_JIT_DUMP=DIR`: each translation's host code (`ADDR.bin`) and guest instructions
@@ -123,12 +126,15 @@ struct Request {
     bits: u32,
     /// Fresh link slots for exits to constant addresses, used from the end.
     slots: Vec<u64>,
+    /// Their indices in the [`LinkTable`] (consecutive).
+    slot_range: std::ops::Range<usize>,
     null_slot: u64,
 }
 
 /// A compiled region: position-independent machine code, and the blocks it refers to.
 struct Compiled {
     code: Vec<u8>,
+    slot_range: std::ops::Range<usize>,
     blocks: Vec<Box<[Instruction]>>,
     lifted: u64,
     /// Time compiling, in ns.
@@ -211,6 +217,7 @@ impl Jit {
             _enter_code: enter_code,
             insns: Vec::new(),
             links: LinkTable::new(LINK_SLOTS),
+            slots_of: HashMap::new(),
             perf_map: std::env::var_os("HERON_PERF_MAP").and_then(|_| std::fs::File::create(format!("/tmp/perf-{}.map", std::process::id())).ok()).map(std::io::BufWriter::new),
             dump_dir: std::env::var_os("HERON_JIT_DUMP").map(std::path::PathBuf::from).filter(|d| std::fs::create_dir_all(d).is_ok()),
             stats: TranslatorStats::default(),
@@ -227,11 +234,12 @@ impl Jit {
             return Err(TranslateError::Unsupported("only 64-bit code is translated"));
         }
         let blocks: Vec<Box<[Instruction]>> = tb.blocks.iter().map(|b| Box::<[Instruction]>::from(*b)).collect();
+        let first = self.links.used;
         let slots = match tb.page {
             Some(page) => (0..2 * blocks.len()).map_while(|_| self.links.alloc(page)).collect::<Vec<_>>().into_iter().rev().collect(),
             None => Vec::new(),
         };
-        Ok(Request { blocks, cpl: tb.cpl, bits: tb.bits, slots, null_slot: self.links.null_slot() })
+        Ok(Request { blocks, cpl: tb.cpl, bits: tb.bits, slots, slot_range: first..self.links.used, null_slot: self.links.null_slot() })
     }
 
     /// Copy compiled code into the arena and keep what it refers to until the next flush
@@ -260,6 +268,7 @@ impl Jit {
             self.stats.background_ns += c.ns;
         }
         self.insns.extend(c.blocks);
+        self.slots_of.insert(p as u64, c.slot_range);
         // The code was compiled for the signature the trampoline calls; the link slots and
         // instructions it refers to live until the next flush.
         Ok(Tier1Fn(std::ptr::NonNull::new(p as *mut u8).expect("arena addresses are not null")))
@@ -471,7 +480,7 @@ impl Compiler {
         if !code.buffer.relocs().is_empty() {
             return Err(TranslateError::Backend("unexpected relocations".into()));
         }
-        Ok(Compiled { code: code.code_buffer().to_vec(), blocks: req.blocks, lifted, ns: t0.elapsed().as_nanos() as u64 })
+        Ok(Compiled { code: code.code_buffer().to_vec(), slot_range: req.slot_range, blocks: req.blocks, lifted, ns: t0.elapsed().as_nanos() as u64 })
     }
 }
 
@@ -509,8 +518,15 @@ impl Translator for Jit {
         }
         self.arena.reset();
         self.links.reset();
+        self.slots_of.clear();
         self.insns.clear();
         self.epoch += 1;
+    }
+
+    fn unlink(&mut self, f: Tier1Fn) {
+        if let Some(r) = self.slots_of.get(&f.addr()) {
+            self.links.slots[r.clone()].iter_mut().for_each(|s| s.target = 0);
+        }
     }
 
     fn stats(&self) -> TranslatorStats {

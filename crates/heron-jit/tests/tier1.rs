@@ -188,3 +188,47 @@ fn mmio_from_translated_code_is_made_once_and_ends_the_block() {
     assert_eq!(stops, stops0, "the run loop returns at the same instructions as tier 0 alone");
     assert_eq!(stops.len(), 21, "after each MMIO access, and at HLT");
 }
+
+/// A loop whose every pass patches the immediate of its callee (`mov eax, imm32 ; ret`) with
+/// the loop counter. After each store the unchanged blocks of the page keep their
+/// translations, but neither their links nor translations that include the callee: each pass
+/// sees the previous pass's patch. With `call rax` first, the callee becomes an entry of its
+/// own, which the call site's translation reaches through a link; without, the call site's
+/// translation includes the callee.
+#[test]
+fn stores_into_code_keep_unchanged_translations_and_drop_their_links() {
+    use heron_cpu::testutil::CODE;
+    const PASSES: u32 = 10;
+    for callee_first in [true, false] {
+        let mut code = vec![0xB9];
+        code.extend_from_slice(&PASSES.to_le_bytes()); // mov ecx, PASSES
+        code.extend_from_slice(&[0x45, 0x31, 0xC0]); // xor r8d, r8d
+        let rel = |code: &Vec<u8>, len: usize| (CODE + 0x100) as i64 - (CODE + (code.len() + len) as u64) as i64;
+        if callee_first {
+            code.extend_from_slice(&[0x48, 0x8D, 0x05]); // lea rax, [rip + callee]
+            code.extend_from_slice(&(rel(&code, 4) as i32).to_le_bytes());
+            code.extend_from_slice(&[0xFF, 0xD0]); // call rax
+        }
+        let top = code.len();
+        code.push(0xE8); // call callee
+        code.extend_from_slice(&(rel(&code, 4) as i32).to_le_bytes());
+        code.extend_from_slice(&[0x49, 0x01, 0xC0]); // add r8, rax
+        code.extend_from_slice(&[0x88, 0x0C, 0x25]); // mov [callee + 1], cl
+        code.extend_from_slice(&((CODE + 0x101) as u32).to_le_bytes());
+        code.extend_from_slice(&[0xFF, 0xC9]); // dec ecx
+        code.extend_from_slice(&[0x75, (top as i64 - (code.len() as i64 + 2)) as u8, 0xF4]); // jnz top ; hlt
+        code.resize(0x100, 0xCC);
+        code.extend_from_slice(&[0xB8, 0, 0, 0, 0, 0xC3]); // callee: mov eax, 0 ; ret
+        let mut t = tier1_cpu();
+        t.run(&code, 100_000);
+        assert!(t.cpu.s.halted);
+        assert_eq!(t.exception(), None);
+        // Pass k (from 1) gets the counter of pass k - 1: PASSES - k + 2 (the first, 0).
+        assert_eq!(t.cpu.s.regs[8], (2..=PASSES as u64).sum::<u64>(), "callee first: {callee_first}");
+        if callee_first {
+            // One translation of the callee per patch; the rest of the page once.
+            let ts = t.cpu.translator.as_ref().unwrap().stats();
+            assert!(ts.translations <= PASSES as u64 + 4, "{} translations", ts.translations);
+        }
+    }
+}

@@ -674,7 +674,7 @@ impl Machine {
         if let Some(tr) = self.cpu.translator.as_deref() {
             let ts = tr.stats();
             t += &format!(
-                "heron: tier 1: {} translations ({} guest instructions, {:.1}% lifted, {} KiB code), {:.2} s compiling ({:.0} us each; {:.2} s on the background thread, {:.1}% of wall on the guest's), {} code-cache flushes; {:.1}% of guest instructions ran in tier 1 ({} translation runs, {} entered from another: {} by link, {} by lookup); {:.2} TLB misses per 1000 instructions\n",
+                "heron: tier 1: {} translations ({} guest instructions, {:.1}% lifted, {} KiB code), {:.2} s compiling ({:.0} us each; {:.2} s on the background thread, {:.1}% of wall on the guest's), {} code-cache flushes; {:.1}% of guest instructions ran in tier 1, {} in tier 0 ({} translation runs, {} entered from another: {} by link, {} by lookup); {:.2} TLB misses per 1000 instructions\n",
                 ts.translations,
                 ts.translated_insns,
                 100.0 * ts.lifted_insns as f64 / ts.translated_insns.max(1) as f64,
@@ -685,6 +685,7 @@ impl Machine {
                 100.0 * (ts.compile_ns - ts.background_ns) as f64 / 1e9 / secs,
                 ts.flushes,
                 100.0 * st.tier1_insns as f64 / n.max(1) as f64,
+                n - st.tier1_insns,
                 st.tier1_runs,
                 st.tier1_chained,
                 st.tier1_chained - st.tier1_lookups,
