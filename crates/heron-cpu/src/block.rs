@@ -821,7 +821,9 @@ const MAX_REGION_BLOCKS: usize = 8;
 
 /// The blocks reachable from `entry` through direct branches and fall-through without leaving
 /// its page (64-bit code; otherwise the entry alone), entry first, at most
-/// [`MAX_REGION_BLOCKS`].
+/// [`MAX_REGION_BLOCKS`]: those that have run in tier 0 and are not the entries of other
+/// translations. (Blocks that never ran were a fifth of the compiled instructions in the kit's
+/// boot; the region leaves to them, and they get translations of their own if they turn hot.)
 fn form_region(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, entry: &Rc<Block>) -> Vec<Rc<Block>> {
     let mut region = vec![entry.clone()];
     if ctx.bits != 64 || entry.pages[0] != entry.pages[1] {
@@ -841,8 +843,9 @@ fn form_region(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats, entry: &Rc
         if let Ok(b) = get_block(ctx, caches, stats) {
             // A block that is already the entry of a translation (made or pending) is left
             // through a link instead of compiled twice.
-            let entry_elsewhere = b.tier1.get().is_some() || (b.hits.get() >= caches.tier1_threshold && b.hits.get() != HITS_WAITING);
-            if b.pages[0] == b.pages[1] && b.pages[0] == entry.pages[0] && !entry_elsewhere {
+            let hits = b.hits.get();
+            let entry_elsewhere = b.tier1.get().is_some() || (hits >= caches.tier1_threshold && hits != HITS_WAITING);
+            if b.pages[0] == b.pages[1] && b.pages[0] == entry.pages[0] && !entry_elsewhere && hits > 0 {
                 queue.extend(successors(&b));
                 region.push(b);
             }
