@@ -23,8 +23,9 @@ use heron_softmmu::TlbKind;
 
 /// A translated block's entry address. A translation takes `env` (the run loop's
 /// [`JitEnv`]) and `state` and returns the translation to run next when the block left
-/// through a linked exit or a successful lookup (direct chaining), or 0 to go back to the run
-/// loop (which also finds any exception pending in `env`). It uses the translator's own
+/// through a linked exit (direct chaining), or 0: to have the trampoline look its successor
+/// up when it left through a link slot not linked yet ([`JitEnv::last_slot`] set), else to go
+/// back to the run loop (which also finds any exception pending in `env`). It uses the translator's own
 /// calling convention (one without callee-saved registers, so that chaining costs little):
 /// only the translator's [`Tier1Enter`] trampoline may call it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,13 +129,17 @@ pub struct JitEnv {
     pub until: u64,
     ctx: *mut c_void,
     pending: Option<(u8, Option<u32>, IntSource)>,
-    /// The run loop's table of [`JumpEntry`]s ([`JUMP_CACHE_SIZE`] of them) where translations
-    /// look up their successors at exits without a linked one: never null, a table of empty
+    /// The run loop's table of [`JumpEntry`]s ([`JUMP_CACHE_SIZE`] of them) where the
+    /// trampoline looks up successors at exits without a linked one: never null, a table of empty
     /// entries when they must go back to the run loop instead (lockstep mode, an interrupt
     /// line up, a stale table).
     pub jump_table: *const JumpEntry,
     /// Successors found by that lookup.
     pub lookups: u64,
+    /// Set by a translation leaving through a link slot, for the lookup: the translation's
+    /// [`JumpEntry::mode`] in the low 32 bits, and in the high 32 the byte offset in
+    /// [`crate::CpuState`] of the fetch TLB table of its CPL.
+    pub exit_mode: u64,
     /// Translations the trampoline entered straight from the previous one (it runs one more:
     /// the first).
     pub chained: u64,
@@ -155,9 +160,11 @@ impl JitEnv {
     pub const JUMP_TABLE_OFFSET: i32 = std::mem::offset_of!(JitEnv, jump_table) as i32;
     /// Byte offset of [`JitEnv::last_slot`].
     pub const LAST_SLOT_OFFSET: i32 = std::mem::offset_of!(JitEnv, last_slot) as i32;
+    /// Byte offset of [`JitEnv::exit_mode`].
+    pub const EXIT_MODE_OFFSET: i32 = std::mem::offset_of!(JitEnv, exit_mode) as i32;
 
     pub(crate) fn new(ctx: &mut Ctx) -> Self {
-        JitEnv { status: STATUS_OK, result: 0, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None, jump_table: std::ptr::null(), lookups: 0, chained: 0 }
+        JitEnv { status: STATUS_OK, result: 0, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None, jump_table: std::ptr::null(), lookups: 0, exit_mode: 0, chained: 0 }
     }
 
     /// The exception a translation left pending (vector, error code, source).

@@ -19,12 +19,13 @@ use std::time::Instant;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
-use cranelift_codegen::ir::{AbiParam, BlockArg, InstBuilder, MemFlagsData, Signature, UserFuncName};
+use cranelift_codegen::ir::{AbiParam, Block, BlockArg, InstBuilder, MemFlagsData, Signature, UserFuncName, Value};
 use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use heron_cpu::state::CpuState;
-use heron_cpu::tier1::{JitEnv, LinkSlot, TbInfo, Tier1Enter, Tier1Fn, TranslateError, Translator, TranslatorStats};
+use heron_cpu::tier1::{JitEnv, JumpEntry, LinkSlot, TbInfo, Tier1Enter, Tier1Fn, TranslateError, Translator, TranslatorStats};
+use heron_softmmu::TlbEntry;
 use iced_x86::Instruction;
 use lift::HelperId;
 
@@ -351,7 +352,15 @@ pub(crate) fn stub_sig(args: usize) -> Signature {
 
 impl Compiler {
     /// The [`Tier1Enter`] trampoline: calls translations in [`TRANSLATION_CC`] while they
-    /// return a successor and the budget and exit request allow.
+    /// return a successor, or left through a link slot whose successor the lookup finds, and
+    /// the budget and exit request allow.
+    ///
+    /// The lookup (QEMU's lookup_and_goto_ptr, here once for all translations): the
+    /// successor's entry in the run loop's table of translations by RIP must have the same
+    /// RIP and mode, and the fetch TLB must still map RIP's page to the physical page the
+    /// block came from; then the slot is linked to it when both lie in the same page (the
+    /// table holds one-page blocks only). A miss returns to the run loop, which decides (the
+    /// table is all empty entries when it must: lockstep mode, an interrupt line up).
     fn trampoline(&mut self) -> Result<Vec<u8>, String> {
         const T: MemFlagsData = MemFlagsData::trusted();
         self.ctx.clear();
@@ -381,7 +390,15 @@ impl Compiler {
             b.ins().store(T, z, env, JitEnv::LAST_SLOT_OFFSET);
             let call = b.ins().call_indirect(tsig, f, &[env, state]);
             let next = b.inst_results(call)[0];
-            b.ins().brif(next, check, &[BlockArg::Value(next)], done, &[]);
+            let miss = b.create_block();
+            b.ins().brif(next, check, &[BlockArg::Value(next)], miss, &[]);
+            b.switch_to_block(miss);
+            let slot = b.ins().load(I64, T, env, JitEnv::LAST_SLOT_OFFSET);
+            let lookup = b.create_block();
+            b.ins().brif(slot, lookup, &[], done, &[]);
+            b.switch_to_block(lookup);
+            let next = Self::lookup(&mut b, env, state, slot, done);
+            b.ins().jump(check, &[BlockArg::Value(next)]);
             b.switch_to_block(check);
             let next = b.block_params(check)[0];
             let ic = b.ins().load(I64, T, state, std::mem::offset_of!(CpuState, icount) as i32);
@@ -401,6 +418,65 @@ impl Compiler {
             b.finalize(frontend);
         }
         self.finish_code("the trampoline")
+    }
+
+    /// The trampoline's lookup of the successor of a translation that left through `slot` (see
+    /// [`Compiler::trampoline`]): the translation found, or a jump to `miss`.
+    fn lookup(b: &mut FunctionBuilder, env: Value, state: Value, slot: Value, miss: Block) -> Value {
+        const T: MemFlagsData = MemFlagsData::trusted();
+        let next = |b: &mut FunctionBuilder, bad: Value| {
+            let ok = b.create_block();
+            b.ins().brif(bad, miss, &[], ok, &[]);
+            b.switch_to_block(ok);
+        };
+        let rip = b.ins().load(I64, T, state, std::mem::offset_of!(CpuState, rip) as i32);
+        let mode = b.ins().load(I64, T, env, JitEnv::EXIT_MODE_OFFSET);
+        let table = b.ins().load(I64, T, env, JitEnv::JUMP_TABLE_OFFSET);
+        // The entry: jump_cache_index(rip) * size_of::<JumpEntry>().
+        debug_assert_eq!(std::mem::size_of::<JumpEntry>(), 32);
+        let sh = b.ins().ushr_imm_s(rip, 12);
+        let x = b.ins().bxor(rip, sh);
+        let x = b.ins().band_imm_s(x, (heron_cpu::tier1::JUMP_CACHE_SIZE - 1) as i64);
+        let off = b.ins().ishl_imm_s(x, 5);
+        let e = b.ins().iadd(table, off);
+        let erip = b.ins().load(I64, T, e, JumpEntry::RIP_OFFSET);
+        let bad = b.ins().icmp(IntCC::NotEqual, erip, rip);
+        next(b, bad);
+        let emode = b.ins().uload32(T, e, JumpEntry::MODE_OFFSET);
+        let key = b.ins().band_imm_s(mode, 0xFFFF_FFFF);
+        let bad = b.ins().icmp(IntCC::NotEqual, emode, key);
+        next(b, bad);
+        // The fetch TLB entry of RIP's page ((rip >> 12) & (TLB_SIZE - 1)) * 32 into the table
+        // of the translation's CPL.
+        debug_assert_eq!(std::mem::size_of::<TlbEntry>(), 32);
+        let sh = b.ins().ushr_imm_s(rip, 12 - 5);
+        let slot_off = b.ins().band_imm_s(sh, ((heron_softmmu::tlb::TLB_SIZE - 1) << 5) as i64);
+        let table_off = b.ins().ushr_imm_s(mode, 32);
+        let tlb = b.ins().iadd(state, slot_off);
+        let tlb = b.ins().iadd(tlb, table_off);
+        let tag = b.ins().load(I64, T, tlb, 0);
+        let page = b.ins().band_imm_s(rip, !0xFFF);
+        let bad = b.ins().icmp(IntCC::NotEqual, tag, page);
+        next(b, bad);
+        let pa = b.ins().load(I64, T, tlb, std::mem::offset_of!(TlbEntry, paddr) as i32);
+        let epage = b.ins().load(I64, T, e, JumpEntry::PAGE_OFFSET);
+        let bad = b.ins().icmp(IntCC::NotEqual, pa, epage);
+        next(b, bad);
+        let f = b.ins().load(I64, T, e, JumpEntry::F_OFFSET);
+        // Link a slot of the same page (its first use; later exits take the link).
+        let spage = b.ins().load(I64, T, slot, std::mem::offset_of!(LinkSlot, page) as i32);
+        let (dolink, counted) = (b.create_block(), b.create_block());
+        b.set_cold_block(dolink);
+        let same = b.ins().icmp(IntCC::Equal, spage, epage);
+        b.ins().brif(same, dolink, &[], counted, &[]);
+        b.switch_to_block(dolink);
+        b.ins().store(T, f, slot, std::mem::offset_of!(LinkSlot, target) as i32);
+        b.ins().jump(counted, &[]);
+        b.switch_to_block(counted);
+        let n = b.ins().load(I64, T, env, JitEnv::LOOKUPS_OFFSET);
+        let n = b.ins().iadd_imm_s(n, 1);
+        b.ins().store(T, n, env, JitEnv::LOOKUPS_OFFSET);
+        f
     }
 
     /// The stub of helper `h`: takes `env` and the helper's arguments ([`stub_sig`]), calls

@@ -24,7 +24,7 @@ use cranelift_codegen::packed_option::ReservedValue;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use heron_cpu::state::{rf, sreg, CcOp, CpuState, Segment};
 use heron_cpu::tier1::{
-    helper_exec, helper_flags, helper_load, helper_store, Helper, JitEnv, JumpEntry, LinkSlot, ACCESS_USER,
+    helper_exec, helper_flags, helper_load, helper_store, Helper, JitEnv, LinkSlot, ACCESS_USER,
 };
 use heron_softmmu::{Tlb, TlbEntry, TlbKind};
 use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
@@ -126,8 +126,8 @@ pub(crate) struct Lifter<'a, 'f> {
     used_exits: [bool; 6],
     /// A link slot that is never linked, for exits without one.
     null_slot: u64,
-    /// [`JumpEntry::mode`] of this translation (the inline lookup only finds translations
-    /// of the same mode).
+    /// [`heron_cpu::tier1::JumpEntry::mode`] of this translation (the trampoline's lookup finds translations of
+    /// the same mode only).
     pub mode_key: u32,
     cur: Instruction,
     /// Where `cur` lives as long as the translation (what [`helper_exec`] is given).
@@ -589,72 +589,13 @@ impl<'a, 'f> Lifter<'a, 'f> {
             self.b.ins().store(TRUSTED, params[0], self.state, offset_of!(CpuState, rip) as i32);
             self.b.ins().store(TRUSTED, params[1], self.state, offset_of!(CpuState, icount) as i32);
             self.b.ins().store(TRUSTED, params[2], self.env, JitEnv::LAST_SLOT_OFFSET);
-            // A linked slot gives the next translation; otherwise look it up.
+            // A linked slot gives the next translation; 0 has the trampoline look it up.
+            let mode = (tlb_off(self.user, TlbKind::Fetch) as u64) << 32 | self.mode_key as u64;
+            let mode = self.iconst(mode);
+            self.b.ins().store(TRUSTED, mode, self.env, JitEnv::EXIT_MODE_OFFSET);
             let t = self.b.ins().load(I64, TRUSTED, params[2], offset_of!(LinkSlot, target) as i32);
-            let (linked, lookup) = (self.b.create_block(), self.b.create_block());
-            self.b.ins().brif(t, linked, &[], lookup, &[]);
-            self.b.switch_to_block(linked);
             self.b.ins().return_(&[t]);
-            self.b.switch_to_block(lookup);
-            self.lookup(params[0], params[2]);
         }
-    }
-
-    /// Return the translation for RIP `rip` from the run loop's table of translations (QEMU's
-    /// lookup_and_goto_ptr, inline): on a hit (same RIP and mode, and the fetch TLB still maps
-    /// the page the block came from), linking `slot` to it when both lie in the same page
-    /// (the table holds one-page blocks only). A miss returns 0: the run loop decides (the
-    /// table is all empty entries when it must: lockstep mode, an interrupt line up).
-    fn lookup(&mut self, rip: Value, slot: Value) {
-        let miss = self.b.create_block();
-        self.b.set_cold_block(miss);
-        let next = |b: &mut FunctionBuilder, bad: Value| {
-            let ok = b.create_block();
-            b.ins().brif(bad, miss, &[], ok, &[]);
-            b.switch_to_block(ok);
-        };
-        let table = self.b.ins().load(I64, TRUSTED, self.env, JitEnv::JUMP_TABLE_OFFSET);
-        // The entry: jump_cache_index(rip) * size_of::<JumpEntry>().
-        debug_assert_eq!(size_of::<JumpEntry>(), 32);
-        let sh = self.b.ins().ushr_imm_s(rip, 12);
-        let x = self.b.ins().bxor(rip, sh);
-        let x = self.b.ins().band_imm_s(x, (heron_cpu::tier1::JUMP_CACHE_SIZE - 1) as i64);
-        let off = self.b.ins().ishl_imm_s(x, 5);
-        let e = self.b.ins().iadd(table, off);
-        let erip = self.b.ins().load(I64, TRUSTED, e, JumpEntry::RIP_OFFSET);
-        let bad = self.b.ins().icmp(IntCC::NotEqual, erip, rip);
-        next(self.b, bad);
-        let mode = self.b.ins().load(I32, TRUSTED, e, JumpEntry::MODE_OFFSET);
-        let bad = self.b.ins().icmp_imm_s(IntCC::NotEqual, mode, self.mode_key as i64);
-        next(self.b, bad);
-        let tlb = self.tlb_slot(rip);
-        let toff = tlb_off(self.user, TlbKind::Fetch);
-        let tag = self.b.ins().load(I64, TRUSTED, tlb, toff);
-        let page = self.b.ins().band_imm_s(rip, !0xFFF);
-        let bad = self.b.ins().icmp(IntCC::NotEqual, tag, page);
-        next(self.b, bad);
-        let pa = self.b.ins().load(I64, TRUSTED, tlb, toff + offset_of!(TlbEntry, paddr) as i32);
-        let epage = self.b.ins().load(I64, TRUSTED, e, JumpEntry::PAGE_OFFSET);
-        let bad = self.b.ins().icmp(IntCC::NotEqual, pa, epage);
-        next(self.b, bad);
-        let f = self.b.ins().load(I64, TRUSTED, e, JumpEntry::F_OFFSET);
-        // Link a slot of the same page (its first use; later exits take the link).
-        let spage = self.b.ins().load(I64, TRUSTED, slot, offset_of!(LinkSlot, page) as i32);
-        let (dolink, ret) = (self.b.create_block(), self.b.create_block());
-        self.b.set_cold_block(dolink);
-        let same = self.b.ins().icmp(IntCC::Equal, spage, epage);
-        self.b.ins().brif(same, dolink, &[], ret, &[]);
-        self.b.switch_to_block(dolink);
-        self.b.ins().store(TRUSTED, f, slot, offset_of!(LinkSlot, target) as i32);
-        self.b.ins().jump(ret, &[]);
-        self.b.switch_to_block(ret);
-        let n = self.b.ins().load(I64, TRUSTED, self.env, JitEnv::LOOKUPS_OFFSET);
-        let n = self.b.ins().iadd_imm_s(n, 1);
-        self.b.ins().store(TRUSTED, n, self.env, JitEnv::LOOKUPS_OFFSET);
-        self.b.ins().return_(&[f]);
-        self.b.switch_to_block(miss);
-        let z = self.b.ins().iconst(I64, 0);
-        self.b.ins().return_(&[z]);
     }
 
     // ---- memory ----
