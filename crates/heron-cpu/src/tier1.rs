@@ -136,6 +136,9 @@ pub struct JitEnv {
     pub jump_table: *const JumpEntry,
     /// Successors found by that lookup.
     pub lookups: u64,
+    /// The arguments after `env` of the helper a translation calls, which its stub passes on
+    /// (in registers they would tie the translation's values to fixed registers).
+    pub args: [u64; 3],
     /// Set by a translation leaving through a link slot, for the lookup: the translation's
     /// [`JumpEntry::mode`] in the low 32 bits, and in the high 32 the byte offset in
     /// [`crate::CpuState`] of the fetch TLB table of its CPL.
@@ -160,11 +163,13 @@ impl JitEnv {
     pub const JUMP_TABLE_OFFSET: i32 = std::mem::offset_of!(JitEnv, jump_table) as i32;
     /// Byte offset of [`JitEnv::last_slot`].
     pub const LAST_SLOT_OFFSET: i32 = std::mem::offset_of!(JitEnv, last_slot) as i32;
+    /// Byte offset of [`JitEnv::args`].
+    pub const ARGS_OFFSET: i32 = std::mem::offset_of!(JitEnv, args) as i32;
     /// Byte offset of [`JitEnv::exit_mode`].
     pub const EXIT_MODE_OFFSET: i32 = std::mem::offset_of!(JitEnv, exit_mode) as i32;
 
     pub(crate) fn new(ctx: &mut Ctx) -> Self {
-        JitEnv { status: STATUS_OK, result: 0, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None, jump_table: std::ptr::null(), lookups: 0, exit_mode: 0, chained: 0 }
+        JitEnv { status: STATUS_OK, result: 0, last_slot: std::ptr::null_mut(), until: 0, ctx: ctx as *mut Ctx as *mut c_void, pending: None, jump_table: std::ptr::null(), lookups: 0, args: [0; 3], exit_mode: 0, chained: 0 }
     }
 
     /// The exception a translation left pending (vector, error code, source).

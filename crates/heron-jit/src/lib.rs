@@ -340,13 +340,13 @@ const TRANSLATION_CC: CallConv = CallConv::Winch;
 /// Bytes of the mapping that holds the trampoline and the helper stubs.
 const ENTER_CODE_BYTES: usize = 16 * 1024;
 
-/// The signature of a helper stub taking `env` and `args` more arguments, in Cranelift's
-/// `preserve_all` convention: a call to it clobbers no register, so the values a translation
-/// keeps in registers stay there across a slow path (with a clobbering call, the register
-/// allocator spills them, often on the fast path too).
-pub(crate) fn stub_sig(args: usize) -> Signature {
+/// The signature of a helper stub: `env` only (the helper's other arguments are in
+/// [`JitEnv::args`]), in Cranelift's `preserve_all` convention: a call to it clobbers no
+/// register, so the values a translation keeps in registers stay there across a slow path
+/// (with a clobbering call, the register allocator spills them, often on the fast path too).
+pub(crate) fn stub_sig() -> Signature {
     let mut s = Signature::new(CallConv::PreserveAll);
-    s.params.extend(std::iter::repeat_n(AbiParam::new(I64), 1 + args));
+    s.params.push(AbiParam::new(I64));
     s
 }
 
@@ -479,13 +479,13 @@ impl Compiler {
         f
     }
 
-    /// The stub of helper `h`: takes `env` and the helper's arguments ([`stub_sig`]), calls
-    /// the helper (a [`heron_cpu::tier1::Helper`], in the host's C convention, its unused
-    /// arguments 0), saving every register it clobbers.
+    /// The stub of helper `h`: takes `env` ([`stub_sig`]), calls the helper (a
+    /// [`heron_cpu::tier1::Helper`], in the host's C convention) with `env` and the arguments
+    /// in [`JitEnv::args`] (those it does not take, 0), saving every register it clobbers.
     fn helper_stub(&mut self, h: HelperId) -> Result<Vec<u8>, String> {
         let (helper, args) = h.helper();
         self.ctx.clear();
-        self.ctx.func.signature = stub_sig(args);
+        self.ctx.func.signature = stub_sig();
         let hsig = self.sig(&[I64; 4], None);
         let frontend = self.isa.frontend_config();
         {
@@ -495,6 +495,9 @@ impl Compiler {
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
             let mut p = b.block_params(entry).to_vec();
+            for k in 0..args {
+                p.push(b.ins().load(I64, MemFlagsData::trusted(), p[0], JitEnv::ARGS_OFFSET + 8 * k as i32));
+            }
             let zero = b.ins().iconst(I64, 0);
             p.resize(4, zero);
             let f = b.ins().iconst(I64, helper as usize as i64);

@@ -92,16 +92,17 @@ pub(crate) struct Lifter<'a, 'f> {
     pub b: &'a mut FunctionBuilder<'f>,
     pub env: Value,
     pub state: Value,
-    /// The helper stubs' addresses by [`HelperId`], and their signatures by argument count
-    /// (imported into the function at first use).
+    /// The helper stubs' addresses by [`HelperId`], and their signature (imported into the
+    /// function at first use).
     stubs: [u64; HelperId::ALL.len()],
-    stub_sigs: [Option<SigRef>; 4],
+    stub_sig: Option<SigRef>,
     /// Guest registers already read or written in the current block (mainline values; the
     /// state always has them too: an instruction writes registers after its last memory
     /// access or check, so a fault path leaves the state of the faulting instruction's start).
     cache: [Option<Value>; 16],
-    /// Values whose upper 32 bits are known to be zero (no `mov r32, r32` needed again).
-    zx: std::collections::HashSet<Value>,
+    /// Values known to be zero-extended from this many bytes (1, 2 or 4): no `mov r32, r32`
+    /// or AND needed to mask them to that size or more.
+    zx: std::collections::HashMap<Value, u32>,
     /// [`Lifter::zext32`] results by operand, in the current region block (where they
     /// dominate what follows).
     zx_of: std::collections::HashMap<Value, Value>,
@@ -209,7 +210,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
             env,
             state,
             stubs,
-            stub_sigs: [None; 4],
+            stub_sig: None,
             cache: [None; 16],
             zx: Default::default(),
             zx_of: Default::default(),
@@ -297,9 +298,14 @@ impl<'a, 'f> Lifter<'a, 'f> {
         match size {
             8.. => v,
             4 => self.zext32(v),
+            _ if self.zx.get(&v).is_some_and(|&w| w <= size) => v,
             _ => match self.konst(v) {
                 Some(k) => self.iconst(k & mask(size)),
-                None => self.b.ins().band_imm_s(v, mask(size) as i64),
+                None => {
+                    let r = self.b.ins().band_imm_s(v, mask(size) as i64);
+                    self.zx.insert(r, size);
+                    r
+                }
             },
         }
     }
@@ -307,7 +313,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
     /// The low 32 bits of `v`, zero-extended: one `mov r32, r32` on x86-64 (an AND with
     /// 0xFFFF_FFFF would load its mask from the constant pool).
     fn zext32(&mut self, v: Value) -> Value {
-        if self.zx.contains(&v) {
+        if self.zx.contains_key(&v) {
             return v;
         }
         if let Some(&r) = self.zx_of.get(&v) {
@@ -320,7 +326,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
                 self.b.ins().uextend(I64, t)
             }
         };
-        self.zx.insert(r);
+        self.zx.insert(r, 4);
         self.zx_of.insert(v, r);
         r
     }
@@ -604,18 +610,19 @@ impl<'a, 'f> Lifter<'a, 'f> {
     /// is then in [`JitEnv::result`].
     fn call_helper(&mut self, h: HelperId, args: &[Value]) {
         debug_assert_eq!(args.len(), h.helper().1);
-        let sig = match self.stub_sigs[args.len()] {
+        let sig = match self.stub_sig {
             Some(s) => s,
             None => {
-                let s = self.b.import_signature(crate::stub_sig(args.len()));
-                self.stub_sigs[args.len()] = Some(s);
+                let s = self.b.import_signature(crate::stub_sig());
+                self.stub_sig = Some(s);
                 s
             }
         };
+        for (k, &a) in args.iter().enumerate() {
+            self.b.ins().store(TRUSTED, a, self.env, JitEnv::ARGS_OFFSET + 8 * k as i32);
+        }
         let stub = self.b.ins().iconst(I64, self.stubs[h as usize] as i64);
-        let mut all = [self.env; 4];
-        all[1..=args.len()].copy_from_slice(args);
-        self.b.ins().call_indirect(sig, stub, &all[..=args.len()]);
+        self.b.ins().call_indirect(sig, stub, &[self.env]);
     }
 
     /// [`JitEnv::result`], as the last helper left it.
@@ -666,8 +673,8 @@ impl<'a, 'f> Lifter<'a, 'f> {
     fn load(&mut self, la: Value, size: u32) -> Value {
         let (host, slow, join) = self.tlb_probe(la, size, TlbKind::Read, true);
         let v = self.b.append_block_param(join, I64);
-        if size == 4 {
-            self.zx.insert(v);
+        if size < 8 {
+            self.zx.insert(v, size);
         }
         let fl = MemFlagsData::new().with_notrap();
         let fast = match size {
@@ -1163,7 +1170,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
                             _ => (self.b.ins().bxor(x, y), CcOp::Logic),
                         };
                         let r = self.b.ins().uextend(I64, r);
-                        self.zx.insert(r);
+                        self.zx.insert(r, 4);
                         (r, op, None)
                     }
                     M::Add => (self.add(a, b), CcOp::Add, None),
@@ -1333,7 +1340,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
                 let v = if m == M::Rol { self.b.ins().rotl(x, cnt) } else { self.b.ins().rotr(x, cnt) };
                 let res = if size == 8 { v } else { self.b.ins().uextend(I64, v) };
                 if size == 4 {
-                    self.zx.insert(res);
+                    self.zx.insert(res, 4);
                 }
                 let out = match zero {
                     Some(z) => self.b.ins().select(z, a, res),
