@@ -1382,6 +1382,13 @@ impl<'a, 'f> Lifter<'a, 'f> {
                     let a = self.read_op(i, 1, size);
                     (a, self.iconst(i.immediate(2) & mask(size)))
                 };
+                if self.flags_dead_after() {
+                    // The low bits of a product do not depend on the operands' upper bits
+                    // (`set_reg` keeps the operand size's).
+                    let p = self.b.ins().imul(a, b);
+                    self.set_reg(i.op0_register(), p);
+                    return Some(Flow::Next);
+                }
                 let (lo, ovf) = if size == 8 {
                     let lo = self.b.ins().imul(a, b);
                     let hi = self.b.ins().smulhi(a, b);

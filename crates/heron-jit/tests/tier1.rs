@@ -232,3 +232,24 @@ fn stores_into_code_keep_unchanged_translations_and_drop_their_links() {
         }
     }
 }
+
+/// IMUL whose flags the next instruction overwrites (tier 1 then computes the product's low
+/// bits only) gives tier 0's results, in every operand size.
+#[test]
+fn imul_with_dead_flags_matches_tier0() {
+    // mov rax, -3 ; mov rcx, 0x1_0000_0007 ; mov rdx, -5 ;
+    // imul ax, cx ; add rbx, 1 ; imul ecx, edx ; add rbx, 1 ; imul rdx, rax, 9 ; cmp rax, rcx
+    let code = [
+        0x48, 0xC7, 0xC0, 0xFD, 0xFF, 0xFF, 0xFF, 0x48, 0xB9, 0x07, 0, 0, 0, 1, 0, 0, 0, 0x48, 0xC7, 0xC2, 0xFB, 0xFF, 0xFF, 0xFF, 0x66, 0x0F, 0xAF,
+        0xC1, 0x48, 0x83, 0xC3, 0x01, 0x0F, 0xAF, 0xCA, 0x48, 0x83, 0xC3, 0x01, 0x48, 0x6B, 0xD0, 0x09, 0x48, 0x39, 0xC8,
+    ];
+    let mut t0 = TestCpu::new();
+    t0.run(&code, 100);
+    let mut t1 = tier1_cpu();
+    t1.run(&code, 100);
+    assert!(t1.cpu.stats.tier1_insns > 0);
+    assert_eq!(t1.exception(), None);
+    assert_eq!(t1.cpu.s.regs[..4], t0.cpu.s.regs[..4], "rax, rcx, rdx, rbx");
+    assert_eq!(t1.cpu.s.get_rflags(), t0.cpu.s.get_rflags());
+    assert_eq!(t0.cpu.s.regs[0], 0xFFFF_FFFF_FFFF_0000 | (-21i16 as u16 as u64), "AX = -3 × 7, upper bits kept");
+}
