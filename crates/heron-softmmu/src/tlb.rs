@@ -15,6 +15,14 @@ pub const TLB_SIZE: usize = 4096;
 const LOCAL_MAX: usize = TLB_SIZE;
 /// Slots of all six tables: the list of global entries can hold each once.
 const GLOBAL_MAX: usize = 6 * TLB_SIZE;
+/// Buckets of [`Tlb`]'s counts of write entries by physical page (a power of two: exact for
+/// 256 MiB of RAM; pages further apart share buckets, which costs only scans).
+const WRITE_BUCKETS: usize = 1 << 16;
+
+/// The bucket of guest-physical address `paddr` in the counts of write entries.
+fn write_bucket(paddr: u64) -> usize {
+    (paddr >> 12) as usize & (WRITE_BUCKETS - 1)
+}
 
 /// One TLB entry. `tag` is the linear page address (low 12 bits clear) or [`TlbEntry::INVALID`].
 #[repr(C)]
@@ -66,6 +74,18 @@ pub struct Tlb {
     local: SlotList<LOCAL_MAX>,
     /// Slots filled with a global entry since the last full flush.
     global: SlotList<GLOBAL_MAX>,
+    /// Write entries mapping the physical pages of each bucket ([`write_bucket`]; at most the
+    /// two write tables' 8192 entries): `flush_writes_to` scans only when its page's count is
+    /// not zero (a page turning into code is seldom mapped for writing at that moment).
+    write_maps: [u16; WRITE_BUCKETS],
+}
+
+/// Empty entry `e` of table `t` (`user * 3 + kind`), keeping the counts of write entries.
+fn empty(write_maps: &mut [u16; WRITE_BUCKETS], t: usize, e: &mut TlbEntry) {
+    if t % 3 == TlbKind::Write as usize && e.tag != TlbEntry::INVALID {
+        write_maps[write_bucket(e.paddr)] -= 1;
+    }
+    *e = TlbEntry::EMPTY;
 }
 
 /// The entry of slot `s` (see [`SlotList`]).
@@ -114,6 +134,7 @@ impl Tlb {
         self.tables.iter_mut().flatten().for_each(|t| t.fill(TlbEntry::EMPTY));
         self.local.n = 0;
         self.global.n = 0;
+        self.write_maps.fill(0);
     }
 
     /// Index of the entry for linear address `la`.
@@ -139,6 +160,12 @@ impl Tlb {
         let page = la & !0xFFF;
         let (t, i) = (user as usize * 3 + kind as usize, Self::index(la));
         let e = &mut self.tables[user as usize][kind as usize][i];
+        if kind == TlbKind::Write {
+            if e.tag != TlbEntry::INVALID {
+                self.write_maps[write_bucket(e.paddr)] -= 1;
+            }
+            self.write_maps[write_bucket(paddr)] += 1;
+        }
         // An entry of the same kind in the slot means the slot is listed already.
         if e.tag == TlbEntry::INVALID || e.global != global {
             let slot = (t << 16 | i) as u32;
@@ -168,6 +195,7 @@ impl Tlb {
         if self.for_listed(|_, e| *e = TlbEntry::EMPTY) {
             self.local.n = 0;
             self.global.n = 0;
+            self.write_maps.fill(0);
         } else {
             self.reset();
         }
@@ -176,16 +204,16 @@ impl Tlb {
     /// Flush non-global entries (MOV to CR3, Intel SDM Vol. 3A §4.10.4.1).
     pub fn flush_nonglobal(&mut self) {
         self.flushes += 1;
-        let Tlb { tables, local, .. } = self;
+        let Tlb { tables, local, write_maps, .. } = self;
         // A listed slot filled with a global entry since keeps it.
-        let drop = |e: &mut TlbEntry| {
+        let mut drop = |t: usize, e: &mut TlbEntry| {
             if !e.global {
-                *e = TlbEntry::EMPTY;
+                empty(write_maps, t, e);
             }
         };
         match local.listed() {
-            Some(l) => l.iter().for_each(|&s| drop(slot_entry(tables, s))),
-            None => tables.iter_mut().flatten().flatten().for_each(drop),
+            Some(l) => l.iter().for_each(|&s| drop((s >> 16) as usize, slot_entry(tables, s))),
+            None => tables.iter_mut().flatten().enumerate().for_each(|(t, table)| table.iter_mut().for_each(|e| drop(t, e))),
         }
         local.n = 0;
     }
@@ -194,9 +222,10 @@ impl Tlb {
     pub fn flush_page(&mut self, la: u64) {
         self.flushes += 1;
         let i = Self::index(la);
-        for t in self.tables.iter_mut().flatten() {
-            if t[i].tag == la & !0xFFF {
-                t[i] = TlbEntry::EMPTY;
+        let Tlb { tables, write_maps, .. } = self;
+        for (t, table) in tables.iter_mut().flatten().enumerate() {
+            if table[i].tag == la & !0xFFF {
+                empty(write_maps, t, &mut table[i]);
             }
         }
     }
@@ -204,14 +233,22 @@ impl Tlb {
     /// Drop write entries that map guest-physical page `paddr` (the page now holds code).
     pub fn flush_writes_to(&mut self, paddr: u64) {
         let p = paddr & !0xFFF;
-        let drop = |e: &mut TlbEntry| {
-            if e.tag != TlbEntry::INVALID && e.paddr == p {
-                *e = TlbEntry::EMPTY;
+        if self.write_maps[write_bucket(p)] == 0 {
+            return;
+        }
+        let write = TlbKind::Write as usize;
+        let Tlb { tables, local, global, write_maps, .. } = self;
+        let mut drop = |t: usize, e: &mut TlbEntry| {
+            if t % 3 == write && e.tag != TlbEntry::INVALID && e.paddr == p {
+                empty(write_maps, t, e);
             }
         };
-        if !self.for_listed(|s, e| if (s >> 16) as usize % 3 == TlbKind::Write as usize { drop(e) }) {
-            for user in 0..2 {
-                self.tables[user][TlbKind::Write as usize].iter_mut().for_each(drop);
+        match (local.listed(), global.listed()) {
+            (Some(l), Some(g)) => l.iter().chain(g).for_each(|&s| drop((s >> 16) as usize, slot_entry(tables, s))),
+            _ => {
+                for user in 0..2 {
+                    tables[user][write].iter_mut().for_each(|e| drop(user * 3 + write, e));
+                }
             }
         }
     }
@@ -225,6 +262,44 @@ mod tests {
 
     fn hit(t: &Tlb, user: bool, kind: TlbKind, la: u64) -> bool {
         t.lookup(user, kind, la, 1).is_some()
+    }
+
+    /// `flush_writes_to` drops exactly the write entries that map its page; the counts that
+    /// let it skip the scan follow every way an entry goes (a refill of its slot, INVLPG, a
+    /// CR3 reload, the flush itself) and come back to zero.
+    #[test]
+    fn flush_writes_to_counts_write_entries() {
+        use TlbKind::{Read, Write};
+        let mut t = Tlb::new_boxed();
+        let zero = |t: &Tlb| t.write_maps.iter().all(|&c| c == 0);
+        t.fill(false, Write, 0x40_0000, HOST, 0x9000, false);
+        t.fill(false, Read, 0x40_0000, HOST, 0x9000, false);
+        t.fill(true, Write, 0x41_0000, HOST, 0x9000, false);
+        t.flush_writes_to(0xA000);
+        assert!(hit(&t, false, Write, 0x40_0000) && hit(&t, true, Write, 0x41_0000), "another page's entries stay");
+        t.flush_writes_to(0x9000);
+        assert!(!hit(&t, false, Write, 0x40_0000) && !hit(&t, true, Write, 0x41_0000));
+        assert!(hit(&t, false, Read, 0x40_0000), "read entries stay");
+        assert!(zero(&t));
+        // A slot refilled with another page: only the new one counts.
+        let same_slot = 0x40_0000 + (TLB_SIZE as u64) * 0x1000;
+        t.fill(false, Write, 0x40_0000, HOST, 0xA000, false);
+        t.fill(false, Write, same_slot, HOST, 0xB000, false);
+        t.flush_writes_to(0xA000);
+        assert!(hit(&t, false, Write, same_slot));
+        t.flush_writes_to(0xB000);
+        assert!(!hit(&t, false, Write, same_slot));
+        assert!(zero(&t));
+        // INVLPG and CR3 reloads; a global entry survives the reload.
+        t.fill(false, Write, 0x7000, HOST, 0xC000, false);
+        t.flush_page(0x7000);
+        t.fill(false, Write, 0x8000, HOST, 0xD000, false);
+        t.fill(false, Write, 0x9000, HOST, 0xE000, true);
+        t.flush_nonglobal();
+        assert!(hit(&t, false, Write, 0x9000));
+        t.flush_writes_to(0xE000);
+        assert!(!hit(&t, false, Write, 0x9000));
+        assert!(zero(&t));
     }
 
     /// CR3 reloads keep global entries and drop the rest, whether the filled entries are
