@@ -27,9 +27,13 @@ const MAX_BLOCKS: usize = 1 << 18;
 /// it): Cranelift costs about 1 ms a region, so only code that keeps running pays that back
 /// (DESIGN.md §2). Measured on the kit's boot: 64 spent 70% of the wall time compiling; 1000
 /// to 4000 leave 98–99% of guest instructions in tier 1 with compilation at 12–18%. With
-/// translation in the background (the machine's default), 1000 boots fastest (8.1 s against
-/// 8.8–9.4 s for 3000 and 8.6–9.6 s for 300).
-pub const TIER1_THRESHOLD: u32 = 1000;
+/// translation in the background (the machine's default), 1000 booted fastest (8.1 s against
+/// 8.8–9.4 s for 3000 and 8.6–9.6 s for 300). Once regions were about 40% cheaper to compile
+/// (no blocks that never ran, the lookup in the trampoline, registers written through, helper
+/// arguments in memory), 300 boots fastest: 4.28–4.42 s against 4.65–4.75 s for 1000 and
+/// 4.37–4.39 s for 150–200 (alternating runs), and the first 15G instructions of `kit=bench`
+/// take 9.8 s against 10.3 s.
+pub const TIER1_THRESHOLD: u32 = 300;
 
 /// Why [`Cpu::run`] returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
