@@ -127,8 +127,8 @@ pub(crate) struct Lifter<'a, 'f> {
     used_exits: [bool; 6],
     /// A link slot that is never linked, for exits without one.
     null_slot: u64,
-    /// [`heron_cpu::tier1::JumpEntry::mode`] of this translation (the trampoline's lookup finds translations of
-    /// the same mode only).
+    /// [`heron_cpu::tier1::JumpEntry::mode`] of this translation (the trampoline's lookup
+    /// finds translations of the same mode only).
     pub mode_key: u32,
     cur: Instruction,
     /// Where `cur` lives as long as the translation (what [`helper_exec`] is given).
@@ -474,7 +474,7 @@ impl<'a, 'f> Lifter<'a, 'f> {
 
     /// Leave the translation after `retired` instructions of the current block with RIP =
     /// `rip`, through link slot `slot` if given (the shared exit returns the translation the
-    /// slot holds or the lookup finds, or 0).
+    /// slot holds, or 0 for the trampoline to look it up).
     fn exit(&mut self, rip: Value, retired: u64, slot: Option<u64>) {
         let ic = self.add_imm(self.icount0, retired as i64);
         let slot = self.iconst(slot.unwrap_or(self.null_slot));
