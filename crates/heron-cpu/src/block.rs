@@ -122,7 +122,7 @@ struct Block {
     next_fast: [Cell<*const Fast>; 2],
     /// The pre-decoded forms of `insns`, one for each.
     fast: Box<[Fast]>,
-    insns: Vec<Instruction>,
+    insns: Box<[Instruction]>,
     /// Guest-physical address of its first byte, and its bytes (none for a block that
     /// crosses a page: it is never revalidated).
     pa: u64,
@@ -1056,7 +1056,7 @@ fn get_block(ctx: &mut Ctx, caches: &mut Caches, stats: &mut Stats) -> Result<Rc
         bits,
         next: Default::default(),
         next_fast: Default::default(),
-        insns,
+        insns: insns.into_boxed_slice(),
         fast,
         pages: [p1, page2],
         gens: [Cell::new(g1), Cell::new(g2)],
