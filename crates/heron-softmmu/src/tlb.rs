@@ -178,13 +178,14 @@ impl Tlb {
         *e = TlbEntry { tag: page, addend: host.wrapping_sub(page), paddr: paddr & !0xFFF, global };
     }
 
-    /// Apply `f` to the entry of every listed slot (both lists), or return false when a list
-    /// overflowed (the caller scans the tables instead).
-    fn for_listed(&mut self, mut f: impl FnMut(u32, &mut TlbEntry)) -> bool {
-        let Tlb { tables, local, global, .. } = self;
+    /// Apply `f` to the counts of write entries, the table (`user * 3 + kind`) and the entry
+    /// of every listed slot (both lists), or return false when a list overflowed (the caller
+    /// scans the tables instead).
+    fn for_listed(&mut self, mut f: impl FnMut(&mut [u16; WRITE_BUCKETS], usize, &mut TlbEntry)) -> bool {
+        let Tlb { tables, local, global, write_maps, .. } = self;
         let (Some(l), Some(g)) = (local.listed(), global.listed()) else { return false };
         for &s in l.iter().chain(g) {
-            f(s, slot_entry(tables, s));
+            f(write_maps, (s >> 16) as usize, slot_entry(tables, s));
         }
         true
     }
@@ -192,7 +193,7 @@ impl Tlb {
     /// Flush everything (CR0/CR4 paging changes, EFER writes).
     pub fn flush_all(&mut self) {
         self.flushes += 1;
-        if self.for_listed(|_, e| *e = TlbEntry::EMPTY) {
+        if self.for_listed(|_, _, e| *e = TlbEntry::EMPTY) {
             self.local.n = 0;
             self.global.n = 0;
             self.write_maps.fill(0);
@@ -237,18 +238,15 @@ impl Tlb {
             return;
         }
         let write = TlbKind::Write as usize;
-        let Tlb { tables, local, global, write_maps, .. } = self;
-        let mut drop = |t: usize, e: &mut TlbEntry| {
+        let drop = |maps: &mut [u16; WRITE_BUCKETS], t: usize, e: &mut TlbEntry| {
             if t % 3 == write && e.tag != TlbEntry::INVALID && e.paddr == p {
-                empty(write_maps, t, e);
+                empty(maps, t, e);
             }
         };
-        match (local.listed(), global.listed()) {
-            (Some(l), Some(g)) => l.iter().chain(g).for_each(|&s| drop((s >> 16) as usize, slot_entry(tables, s))),
-            _ => {
-                for user in 0..2 {
-                    tables[user][write].iter_mut().for_each(|e| drop(user * 3 + write, e));
-                }
+        if !self.for_listed(drop) {
+            let Tlb { tables, write_maps, .. } = self;
+            for user in 0..2 {
+                tables[user][write].iter_mut().for_each(|e| drop(write_maps, user * 3 + write, e));
             }
         }
     }
